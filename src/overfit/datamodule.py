@@ -1,0 +1,70 @@
+"""Feeding device-resident tensors to Lightning without a DataLoader.
+
+Small datasets are moved to the training device once; an epoch is a sequence
+of slices of one random permutation, so no Python object is touched per
+example and no batch crosses the host–device boundary.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import lightning as L
+import torch
+
+from overfit.datasets import Splits
+
+EVAL_BATCH = 8192  # test chunk: bounds memory for order-2 features on MNIST
+
+
+class TensorBatches:
+    """Batches ``(x[idx], y[idx])`` for consecutive slices of a permutation.
+
+    ``batch_size=None`` yields the whole set as one batch (gradient descent).
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int | None, shuffle: bool) -> None:
+        self.x, self.y = x, y
+        self.batch_size = batch_size or len(x)
+        self.shuffle = shuffle
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.x)
+        if self.batch_size >= n:
+            yield self.x, self.y
+            return
+        if self.shuffle:
+            order = torch.randperm(n, device=self.x.device)
+            for idx in order.split(self.batch_size):
+                yield self.x[idx], self.y[idx]
+        else:
+            yield from zip(self.x.split(self.batch_size), self.y.split(self.batch_size))
+
+
+class TensorDataModule(L.LightningDataModule):
+    """Train / val / test splits as tensors on the trainer's device.
+
+    Training and validation sets are evaluated by the module itself at the end
+    of an epoch (see :class:`overfit.module.Learner`); the test set goes
+    through Lightning's test loop once, at the end.
+    """
+
+    def __init__(self, splits: Splits, batch_size: int | None) -> None:
+        super().__init__()
+        self.splits = splits
+        self.batch_size = batch_size
+
+    def setup(self, stage: str) -> None:
+        self.splits = self.splits.to(self.trainer.strategy.root_device)
+
+    def train_dataloader(self) -> TensorBatches:
+        s = self.splits
+        return TensorBatches(s.x_train, s.y_train, self.batch_size, shuffle=True)
+
+    def test_dataloader(self) -> TensorBatches:
+        s = self.splits
+        return TensorBatches(s.x_test, s.y_test, EVAL_BATCH, shuffle=False)

@@ -1,0 +1,106 @@
+"""The Lightning module: network, loss + λ·R(W), optimizer, device-side metrics.
+
+Metrics are sums kept on the device (loss, errors, count) and turned into
+means once per epoch, so the hot loop never waits for the host. At the end of
+an epoch the training and validation sets are evaluated with the same weights
+(a no-grad pass over the device tensors), so train and val errors compare.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from overfit.losses import Loss
+from overfit.models import weight_matrices
+from overfit.optimizers import build_optimizer
+from overfit.regularizers import Regularizer
+
+EVAL_BATCH = 8192  # evaluation chunk: bounds memory for order-2 features on MNIST
+
+
+class Diverged(FloatingPointError):
+    """The training objective became non-finite."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__(f"training objective is not finite at epoch {epoch}")
+        self.epoch = epoch
+
+
+class Learner(L.LightningModule):
+    """Minimise (1/N)·Σ L_i + λ·R(W) over the network's parameters."""
+
+    def __init__(
+        self, net: nn.Module, loss: Loss, regularizer: Regularizer, optimizer: DictConfig, eval_every_n_epochs: int = 1
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.loss = loss
+        self.regularizer = regularizer
+        self.optimizer_cfg = optimizer
+        self.eval_every_n_epochs = eval_every_n_epochs
+        self.classification = loss.task == "classification"
+        self._sums: dict[str, torch.Tensor] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def penalty(self) -> torch.Tensor:
+        return self.regularizer.penalty(weight_matrices(self.net))
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return self.loss(self(x), y) + self.penalty()
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self.regularizer.project_(weight_matrices(self.net))  # max-norm: a projection, not a penalty
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return build_optimizer(self.optimizer_cfg, self.parameters())
+
+    # --- evaluation: [Σ loss, Σ error, n] per split, on the device ------------
+    def _accumulate(self, split: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        x, y = batch
+        scores = self(x)
+        prediction = self.loss.predict(scores)
+        if self.classification:
+            errors = (prediction != y).sum()
+        else:
+            errors = (prediction - y).pow(2).sum()  # Σ_i Σ_j (y − ŷ)²: MSE after dividing by n
+        row = torch.stack([self.loss(scores, y) * len(x), errors.to(scores.dtype), scores.new_tensor(len(x))])
+        self._sums[split] = self._sums[split] + row if split in self._sums else row
+
+    def _means(self, split: str) -> dict[str, torch.Tensor]:
+        total_loss, total_error, n = self._sums.pop(split)
+        metrics = {f"{split}/loss": total_loss / n, f"{split}/error": total_error / n}
+        if self.classification:
+            metrics[f"{split}/acc"] = 1 - metrics[f"{split}/error"]
+        return metrics
+
+    @torch.no_grad()
+    def _evaluate(self, split: str, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        for batch in zip(x.split(EVAL_BATCH), y.split(EVAL_BATCH)):
+            self._accumulate(split, batch)
+        return self._means(split)
+
+    def on_train_epoch_end(self) -> None:
+        epoch = self.current_epoch + 1
+        if epoch % self.eval_every_n_epochs and epoch != self.trainer.max_epochs:
+            return
+        data = self.trainer.datamodule.splits
+        self.eval()
+        metrics = {**self._evaluate("train", data.x_train, data.y_train), **self._evaluate("val", data.x_val, data.y_val)}
+        self.train(True)
+        metrics["train/objective"] = metrics["train/loss"] + self.penalty().detach()
+        if not torch.isfinite(metrics["train/objective"]):  # one host sync per evaluated epoch
+            raise Diverged(self.current_epoch)
+        self.log_dict(metrics)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._accumulate("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self._means("test"))

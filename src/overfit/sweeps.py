@@ -1,0 +1,153 @@
+"""Sweeps as MLflow parent/child runs.
+
+A Hydra callback opens one parent run in the launching process before any job
+starts (which also initialises the store once, so parallel jobs never race to
+migrate a fresh SQLite database) and writes its id into the sweep directory,
+where every job finds it: in this process, in joblib workers, on SLURM nodes.
+When the sweep ends the callback logs the summary table and the curves.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+PARENT_FILE = "mlflow_parent_run_id"
+TAG_SWEEP = "overfit.sweep"
+TAG_REUSED = "overfit.reused."  # + job number → the finished run standing in for that point
+
+
+@dataclass
+class Outcome:
+    """What the last sweep in this process left: its parent and failed points."""
+
+    parent_run_id: str
+    failed: list[dict[str, str]] = field(default_factory=list)
+    points: int = 0
+
+
+_last: Outcome | None = None
+
+
+def parent_run_id() -> str | None:
+    """The sweep's parent run, when this job is one point of a multirun."""
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return None
+    marker = Path(hc.sweep.dir) / PARENT_FILE
+    return marker.read_text().strip() if marker.is_file() else None
+
+
+def sweep_axes(task_overrides: list[str]) -> dict[str, list[str]]:
+    """``{"features.order": ["1", "3", "12"]}`` for the overrides that sweep."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    axes = {}
+    for o in OverridesParser.create().parse_overrides(task_overrides):
+        if o.is_sweep_override():
+            key = o.get_key_element()
+            axes[key if "." in key else f"{key}.name"] = [str(v) for v in o.sweep_string_iterator()]
+    return axes
+
+
+class ParentRun(Callback):
+    """Hydra callback: one MLflow parent run per multirun, its report at the end."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global _last
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        from overfit import tracking
+
+        experiment_id = tracking.connect(config)
+        overrides = list(config.hydra.overrides.task)
+        axes = sweep_axes(overrides)
+        tags = {
+            TAG_SWEEP: "true",
+            "overrides": " ".join(overrides),
+            "launcher": config.hydra.launcher._target_.rsplit(".", 1)[-1],
+            "host": socket.gethostname(),
+            "pid": str(os.getpid()),
+            "mlflow.runName": "sweep " + " ".join(f"{k}={','.join(v)}" for k, v in axes.items()),
+        }
+        commit = tracking.git_commit()
+        if commit:
+            tags["mlflow.source.git.commit"] = commit
+        client = MlflowClient(mlflow.get_tracking_uri())
+        run = client.create_run(experiment_id, tags=tags)
+        for key, values in axes.items():
+            client.log_param(run.info.run_id, f"sweep.{key}", ",".join(values)[:6000])
+        client.log_text(run.info.run_id, "\n".join(overrides) + "\n", "sweep/overrides.txt")
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / PARENT_FILE).write_text(run.info.run_id)
+        _last = Outcome(run.info.run_id)
+        print(f"[overfit] sweep parent run {run.info.run_id} in experiment {config.experiment_name!r}", flush=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from overfit import report
+
+        assert _last is not None
+        points = report.publish(_last.parent_run_id)
+        _last.points = len(points)
+        _last.failed = [
+            {"point": p.label, "status": p.status, "reason": p.reason} for p in points if p.status != "FINISHED"
+        ]
+        report.close_parent(_last.parent_run_id, "FINISHED")
+
+
+def run_point(cfg: DictConfig, overrides: list[str], output_dir: Path) -> dict[str, float] | None:
+    """One job: reuse a finished run with the same config hash, or train.
+
+    A failing sweep point ends its own run FAILED and lets the sweep go on;
+    a single run lets the exception reach the user.
+    """
+    parent = parent_run_id()
+    if parent is None:
+        from overfit import tracking
+        from overfit.training import train
+
+        result = train(cfg, overrides, output_dir)
+        shown = {k: round(v, 6) for k, v in result.metrics.items() if k.startswith("test/") or k == "generalization_gap"}
+        print(f"[overfit] run {result.run_id} FINISHED in experiment {cfg.experiment_name!r}: {shown}")
+        print(f"[overfit] store: {tracking.tracking_uri(cfg.tracking)}")
+        print(f"[overfit] open the MLflow UI: {tracking.ui_command(tracking.tracking_uri(cfg.tracking))}")
+        return result.metrics
+    from overfit import tracking
+
+    if not cfg.sweep.rerun:
+        found = tracking.find_finished(cfg)
+        if found is not None:
+            tracking.link_reused(parent, HydraConfig.get().job.num, found.info.run_id)
+            print(f"[overfit] reused finished run {found.info.run_id} for {' '.join(overrides)}", flush=True)
+            return dict(found.data.metrics)
+    from overfit.training import train
+
+    try:
+        return train(cfg, overrides, output_dir, parent_run_id=parent).metrics
+    except Exception as exc:  # the run is already FAILED with the reason; the sweep goes on
+        print(f"[overfit] point {' '.join(overrides)} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return None
+
+
+def report_outcome() -> int:
+    """After ``train -m``: say which points failed and why; non-zero if any did."""
+    if _last is None:
+        return 0
+    if not _last.failed:
+        print(f"[overfit] sweep {_last.parent_run_id}: {_last.points} points finished")
+        return 0
+    print(f"[overfit] sweep {_last.parent_run_id}: {len(_last.failed)} of {_last.points} points did not finish:")
+    for f in _last.failed:
+        print(f"  {f['point']}: {f['status']} — {f['reason']}")
+    return 1

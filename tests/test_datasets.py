@@ -1,0 +1,272 @@
+"""Datasets: shapes, reproducible splits, the syllabus examples, offline image files, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from fakes import accept_fake_cifar10, write_cifar10, write_mnist
+from overfit import datasets
+from overfit.errors import ConfigError
+
+# The fields and defaults of conf/dataset/<name>.yaml.
+DEFAULTS = {
+    "line": {},
+    "xor": {},
+    "polynomial": dict(n_train=20, n_val=100, n_test=1000, noise=0.2, target="cubic", x_min=-1.0, x_max=1.0),
+    "digits": dict(val_fraction=0.2, test_fraction=0.2, n_train=None),
+    "breast_cancer": dict(val_fraction=0.2, test_fraction=0.2, n_train=None),
+    "mnist": dict(root="data", download=False, val_size=5000, n_train=None),
+    "fashion_mnist": dict(root="data", download=False, val_size=5000, n_train=None),
+    "cifar10": dict(root="data", download=False, val_size=5000, n_train=None),
+}
+IMAGES = ("mnist", "fashion_mnist", "cifar10")
+
+
+def config(name: str, **overrides):
+    return OmegaConf.create({"name": name, **DEFAULTS[name], **overrides})
+
+
+@pytest.fixture
+def image_root(tmp_path, monkeypatch):
+    """Fake MNIST, FashionMNIST (200 train / 50 test) and CIFAR-10 (200 / 40) files, found via a relative root."""
+    write_mnist(tmp_path / "data", kind="MNIST")
+    write_mnist(tmp_path / "data", kind="FashionMNIST", seed=1)
+    write_cifar10(tmp_path / "data", n_per_batch=40)
+    accept_fake_cifar10(monkeypatch)
+    monkeypatch.setenv("OVERFIT_ROOT", str(tmp_path))
+    return tmp_path
+
+
+def load(name: str, seed: int = 0, **overrides) -> datasets.Splits:
+    if name in IMAGES:
+        overrides.setdefault("val_size", 30)
+    return datasets.load(config(name, **overrides), seed)
+
+
+def test_registry_lists_all_eight():
+    expected = ("line", "polynomial", "xor", "digits", "breast_cancer", "mnist", "fashion_mnist", "cifar10")
+    assert datasets.DATASETS == expected
+    assert set(datasets.TASKS) == set(datasets.DATASETS)
+
+
+@pytest.mark.parametrize(
+    "name, dims, sizes, classes",
+    [
+        ("line", (1, 1), (4, 1, 1), None),
+        ("polynomial", (1, 1), (20, 100, 1000), None),
+        ("xor", (2, 1), (4, 4, 4), 2),
+        ("digits", (64, 1), (1079, 359, 359), 10),
+        ("breast_cancer", (30, 1), (341, 114, 114), 2),
+        ("mnist", (784, 1), (170, 30, 50), 10),
+        ("fashion_mnist", (784, 1), (170, 30, 50), 10),
+        ("cifar10", (3072, 1), (170, 30, 40), 10),
+    ],
+)
+def test_shapes_dtypes_and_task(image_root, name, dims, sizes, classes):
+    s = load(name)
+    assert s.task == datasets.TASKS[name]
+    assert (s.input_dim, s.target_dim) == dims
+    assert (len(s.x_train), len(s.x_val), len(s.x_test)) == sizes
+    assert s.num_classes == classes
+    for x, y in ((s.x_train, s.y_train), (s.x_val, s.y_val), (s.x_test, s.y_test)):
+        assert x.dtype == torch.float32 and x.device.type == "cpu" and x.shape == (len(y), s.input_dim)
+        if s.task == "regression":
+            assert y.dtype == torch.float32 and y.shape == (len(x), 1)
+        else:
+            assert y.dtype == torch.int64 and y.ndim == 1 and 0 <= y.min() and y.max() < classes
+    if classes is not None:
+        assert len(s.class_names) == classes
+    if name in IMAGES or name == "digits":
+        assert 0.0 <= s.x_train.min() and s.x_train.max() <= 1.0
+
+
+def test_class_names():
+    assert load("digits").class_names == tuple("0123456789")
+    assert load("breast_cancer").class_names == ("malignant", "benign")
+
+
+def test_image_class_names(image_root):
+    assert load("mnist").class_names == tuple("0123456789")
+    assert load("fashion_mnist").class_names[0] == "T-shirt/top"
+    syllabus = "airplane automobile bird cat deer dog frog horse ship truck".split()
+    assert load("cifar10").class_names == tuple(syllabus)
+
+
+def test_fake_images_round_trip_through_torchvision(image_root):
+    """The flattened tensors are torchvision's own pixels (CIFAR in CHW order), scaled to [0, 1]."""
+    import torchvision.datasets
+
+    raw = torchvision.datasets.CIFAR10(image_root / "data", train=False)
+    s = load("cifar10")
+    assert torch.equal(s.x_test[0].reshape(3, 32, 32), torch.as_tensor(raw.data[0]).permute(2, 0, 1) / 255.0)
+    assert s.y_test.tolist() == raw.targets
+
+
+def test_line_matches_syllabus():
+    s = load("line")
+    assert s.x_train.flatten().tolist() == [2, 4, 6, 8] and s.y_train.flatten().tolist() == [3, 4, 5, 6]
+    for x, y in ((s.x_val, s.y_val), (s.x_test, s.y_test)):
+        assert x.tolist() == [[10.0]] and y.tolist() == [[7.0]]
+
+
+def test_xor_matches_syllabus():
+    s = load("xor")
+    points = [[0, 0], [1, 0], [0, 1], [1, 1]]  # a, b, c, d
+    for x, y in ((s.x_train, s.y_train), (s.x_val, s.y_val), (s.x_test, s.y_test)):
+        assert x.tolist() == points and y.tolist() == [0, 1, 1, 0]
+
+
+@pytest.mark.parametrize("name", ["polynomial", "digits", "breast_cancer", "mnist", "cifar10"])
+def test_splits_reproducible_per_seed_and_differ_across_seeds(image_root, name):
+    a, b, c = load(name, seed=3), load(name, seed=3), load(name, seed=4)
+    for field in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        assert torch.equal(getattr(a, field), getattr(b, field))
+    assert not torch.equal(a.x_train, c.x_train) and not torch.equal(a.x_val, c.x_val)
+    if name == "polynomial":  # fresh test noise per seed; the official test sets of the others are fixed
+        assert not torch.equal(a.x_test, c.x_test)
+
+
+@pytest.mark.parametrize("name", ["digits", "breast_cancer", "mnist", "fashion_mnist", "cifar10"])
+def test_n_train_nests_and_keeps_val_and_test(image_root, name):
+    small, large, full = load(name, n_train=10), load(name, n_train=50), load(name)
+    assert len(small.x_train) == 10 and len(large.x_train) == 50
+    assert torch.equal(large.x_train[:10], small.x_train) and torch.equal(full.x_train[:50], large.x_train)
+    assert torch.equal(small.x_val, full.x_val) and torch.equal(small.x_test, full.x_test)
+
+
+def test_polynomial_n_train_leaves_val_and_test_alone():
+    small, large = load("polynomial", n_train=10), load("polynomial", n_train=40)
+    assert len(small.x_train) == 10 and len(large.x_train) == 40
+    assert torch.equal(small.x_val, large.x_val) and torch.equal(small.y_test, large.y_test)
+
+
+def test_polynomial_range_noise_and_sine():
+    s = load("polynomial", x_min=2.0, x_max=3.0, noise=0.0, target="sine")
+    assert 2.0 <= s.x_train.min() and s.x_test.max() <= 3.0
+    assert torch.allclose(s.y_test, torch.sin(torch.pi * s.x_test), atol=1e-5)
+    noisy = load("polynomial")
+    x = noisy.x_test.double()
+    clean = 1.5 * x**3 - 0.5 * x**2 - x + 0.3
+    assert 0.15 < (noisy.y_test - clean).std() < 0.25  # test noise is there too
+
+
+def _least_squares_errors(s: datasets.Splits, order: int) -> tuple[float, float]:
+    """Train and test MSE of the closed-form least-squares polynomial fit (Legendre basis, well conditioned)."""
+    x, y = s.x_train[:, 0].double().numpy(), s.y_train[:, 0].double().numpy()
+    xt, yt = s.x_test[:, 0].double().numpy(), s.y_test[:, 0].double().numpy()
+    w, *_ = np.linalg.lstsq(np.polynomial.legendre.legvander(x, order), y, rcond=None)
+    train = np.mean((np.polynomial.legendre.legvander(x, order) @ w - y) ** 2)
+    test = np.mean((np.polynomial.legendre.legvander(xt, order) @ w - yt) ** 2)
+    return float(train), float(test)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_polynomial_defaults_show_under_and_over_fitting(seed):
+    """The dataset's purpose (syllabus section 2): orders 1-2 under-fit, 3-4 generalize best, 12 over-fits."""
+    s = load("polynomial", seed=seed)
+    train, test = zip(*(_least_squares_errors(s, k) for k in (1, 2, 3, 4, 12)))
+    errors = dict(zip((1, 2, 3, 4, 12), test))
+    assert min(errors, key=errors.get) in (3, 4)
+    assert train[4] < train[2] < train[0]  # order 12 < order 3 < order 1 on the training set
+    assert errors[12] > errors[3]
+
+
+def test_missing_mnist_says_how_to_get_it(tmp_path):
+    cfg = config("mnist", root=str(tmp_path / "nowhere"))
+    for call in (lambda: datasets.check(cfg), lambda: datasets.load(cfg, 0)):
+        with pytest.raises(ConfigError) as err:
+            call()
+        assert err.value.key == "dataset.root"
+        assert "mnist not found under" in str(err.value) and "dataset.download=true" in str(err.value)
+
+
+def test_check_needs_no_torchvision_when_files_are_missing(tmp_path):
+    """check() runs at compose time; it only looks for the expected files."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from omegaconf import OmegaConf; from overfit import datasets, errors\n"
+        f"cfg = OmegaConf.create(dict(name='cifar10', root={str(tmp_path)!r}, download=False, val_size=5000,"
+        " n_train=None))\n"
+        "try: datasets.check(cfg)\nexcept errors.ConfigError: pass\n"
+        "assert 'torchvision' not in sys.modules and 'sklearn' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_corrupt_cifar_is_a_config_error(tmp_path):
+    """Without the test-only md5 bypass, fake files fail torchvision's check: one clear error, not a traceback."""
+    write_cifar10(tmp_path, n_per_batch=10)
+    cfg = config("cifar10", root=str(tmp_path), val_size=5)
+    datasets.check(cfg)  # the files are there
+    with pytest.raises(ConfigError, match="cifar10 not found or corrupted") as err:
+        datasets.load(cfg, 0)
+    assert err.value.key == "dataset.root"
+
+
+def test_download_true_skips_the_file_check(tmp_path):
+    datasets.check(config("mnist", root=str(tmp_path), download=True))
+
+
+@pytest.mark.parametrize(
+    "name, overrides, key",
+    [
+        ("nope", {}, "dataset"),
+        ("polynomial", dict(noise=-0.1), "dataset.noise"),
+        ("polynomial", dict(x_min=1.0, x_max=1.0), "dataset.x_min"),
+        ("polynomial", dict(target="quartic"), "dataset.target"),
+        ("polynomial", dict(n_train=0), "dataset.n_train"),
+        ("polynomial", dict(n_val=0), "dataset.n_val"),
+        ("polynomial", dict(n_test=-1), "dataset.n_test"),
+        ("polynomial", dict(n_train=None), "dataset.n_train"),
+        ("digits", dict(val_fraction=0.0), "dataset.val_fraction"),
+        ("digits", dict(test_fraction=1.0), "dataset.test_fraction"),
+        ("digits", dict(val_fraction=0.5, test_fraction=0.5), "dataset.val_fraction"),
+        ("digits", dict(test_fraction=0.001), "dataset.test_fraction"),
+        ("digits", dict(n_train=0), "dataset.n_train"),
+        ("digits", dict(n_train=1080), "dataset.n_train"),
+        ("breast_cancer", dict(n_train=342), "dataset.n_train"),
+        ("mnist", dict(val_size=0), "dataset.val_size"),
+        ("mnist", dict(val_size=60_000), "dataset.val_size"),
+        ("mnist", dict(n_train=55_001), "dataset.n_train"),
+        ("cifar10", dict(n_train=45_001), "dataset.n_train"),
+        ("fashion_mnist", dict(n_train=0), "dataset.n_train"),
+    ],
+)
+def test_check_rejects_bad_values(name, overrides, key):
+    cfg = OmegaConf.create({"name": name, **DEFAULTS.get(name, {}), **overrides})
+    with pytest.raises(ConfigError) as err:
+        datasets.check(cfg)
+    assert err.value.key == key
+    if name == "nope":
+        assert "unknown dataset 'nope'" in str(err.value) and "cifar10" in str(err.value)
+
+
+def test_check_accepts_the_defaults(image_root):
+    for name in datasets.DATASETS:
+        datasets.check(config(name))
+
+
+def test_n_train_beyond_the_files_fails_at_load(image_root):
+    """The fake files hold 200 training images: the static bound (60000 - val_size) cannot know that."""
+    with pytest.raises(ConfigError, match="170 training points") as err:
+        load("mnist", n_train=171)
+    assert err.value.key == "dataset.n_train"
+    with pytest.raises(ConfigError) as err:
+        load("mnist", val_size=200)
+    assert err.value.key == "dataset.val_size"
+
+
+def test_relative_root_is_relative_to_the_project_not_the_cwd(image_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path / "data")
+    assert len(load("mnist").x_train) == 170
+
+
+def test_to_moves_every_tensor():
+    s = load("xor").to("meta")
+    assert all(t.device.type == "meta" for t in (s.x_train, s.y_train, s.x_val, s.y_val, s.x_test, s.y_test))
+    assert s.num_classes == 2 and s.class_names == ("0", "1")

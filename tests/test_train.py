@@ -1,0 +1,242 @@
+"""`overfit train`: one composed config → one Lightning fit → one MLflow run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from fakes import accept_fake_cifar10, write_cifar10, write_mnist
+from helpers import all_runs, compose, run_cli
+from overfit import datasets, tracking
+from overfit.module import Diverged
+from overfit.training import build_learner, train
+
+
+LINE = ("dataset=line", "model=linear", "features=identity", "loss=mse", "regularizer=none", "optimizer=gd")
+
+
+def test_line_example_reaches_the_syllabus_optimum(root: Path, store) -> None:
+    cfg = compose(*LINE, "trainer.max_epochs=200")
+    result = train(cfg, list(LINE), root / "out")
+    assert result.metrics["test/error"] < 1e-4
+    assert result.metrics["train/loss"] < 1e-6
+
+    run = store.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["test/error"] < 1e-4
+    assert "generalization_gap" in run.data.metrics
+    # The fitted function in the data's own coordinates: y = 0.5·x + 2, 7.0 at x = 10.
+    splits = datasets.load(cfg.dataset, cfg.seed)
+    learner = build_learner(cfg, splits)
+    learner.load_state_dict(torch.load(root / "out" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"])
+    with torch.no_grad():
+        f = learner.net.eval()(torch.tensor([[0.0], [1.0], [10.0]]))[:, 0]
+    b, w = f[0].item(), (f[1] - f[0]).item()
+    assert w == pytest.approx(0.5, abs=1e-4) and b == pytest.approx(2.0, abs=1e-4)
+    assert f[2].item() == pytest.approx(7.0, abs=1e-4)
+
+
+def test_a_run_records_config_metrics_and_picture(root: Path, store) -> None:
+    cfg = compose(*LINE, "trainer.max_epochs=7", "optimizer.lr=0.05")
+    result = train(cfg, [*LINE, "trainer.max_epochs=7", "optimizer.lr=0.05"], root / "out")
+    run = store.get_run(result.run_id)
+    params, tags = run.data.params, run.data.tags
+    assert params["optimizer.lr"] == "0.05" and params["dataset.name"] == "line"
+    assert params["trainer.max_epochs"] == "7"
+    assert tags[tracking.TAG_HASH] == tracking.config_hash(cfg)
+    assert "optimizer.lr=0.05" in tags["overrides"]
+    artifacts = {a.path for a in store.list_artifacts(result.run_id)}
+    assert {"config.yaml", "overrides.txt", "fit.png"} <= artifacts
+    history = store.get_metric_history(result.run_id, "val/error")
+    assert len(history) == 7  # one point per epoch
+    for key in ("train/loss", "train/objective", "train/error", "val/loss", "test/loss", "test/error"):
+        assert key in run.data.metrics
+    # Artifacts live beside the database, never in the working directory.
+    assert run.info.artifact_uri.startswith((root / "mlruns" / "artifacts").as_uri())
+
+
+def test_classification_run_logs_accuracy_and_confusion_matrix(root: Path, store) -> None:
+    cfg = compose("dataset=breast_cancer", "loss=log_likelihood", "trainer.max_epochs=3")
+    result = train(cfg, [], root / "out")
+    run = store.get_run(result.run_id)
+    assert 0 <= run.data.metrics["test/acc"] <= 1
+    assert run.data.metrics["test/acc"] == pytest.approx(1 - run.data.metrics["test/error"])
+    assert "confusion_matrix.png" in {a.path for a in store.list_artifacts(result.run_id)}
+
+
+def test_config_hash_ignores_where_results_go() -> None:
+    a = compose(*LINE)
+    b = compose(*LINE, "tracking.uri=sqlite:////tmp/elsewhere.db", "experiment_name=other")
+    c = compose(*LINE, "optimizer.lr=0.2")
+    assert tracking.config_hash(a) == tracking.config_hash(b)
+    assert tracking.config_hash(a) != tracking.config_hash(c)
+
+
+def test_store_is_anchored_at_the_project_root_not_the_cwd(root: Path, tmp_path_factory, monkeypatch) -> None:
+    elsewhere = tmp_path_factory.mktemp("cwd")
+    monkeypatch.chdir(elsewhere)
+    cfg = compose(*LINE, "trainer.max_epochs=2")
+    train(cfg, [], elsewhere / "out")
+    assert (root / "mlruns" / "mlflow.db").is_file()
+    assert not any(p.name in ("mlruns", "mlartifacts") for p in elsewhere.iterdir())
+
+
+def test_tracking_uri_from_environment_and_override(root: Path, store, tmp_path_factory, monkeypatch) -> None:
+    env_db = tmp_path_factory.mktemp("env") / "env.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{env_db}")
+    train(compose(*LINE, "trainer.max_epochs=2"), [], root / "a")
+    assert env_db.is_file() and all_runs(store) == []
+    cfg_db = tmp_path_factory.mktemp("cfg") / "cfg.db"
+    train(compose(*LINE, "trainer.max_epochs=2", f"tracking.uri=sqlite:///{cfg_db}"), [], root / "b")
+    assert cfg_db.is_file()
+
+
+def test_a_diverging_run_ends_failed_with_the_reason(root: Path, store) -> None:
+    cfg = compose(*LINE, "optimizer.lr=1e6", "trainer.max_epochs=50")
+    with pytest.raises(Diverged):
+        train(cfg, [], root / "out")
+    (run,) = all_runs(store)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["failure"] == "diverged"
+    assert "not finite at epoch" in run.data.tags["failure.reason"]
+
+
+def test_an_interrupted_run_ends_killed(root: Path, store, monkeypatch) -> None:
+    from overfit.module import Learner
+
+    def interrupt(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Learner, "on_train_epoch_end", interrupt)
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        train(compose(*LINE, "trainer.max_epochs=5"), [], root / "out")
+    (run,) = all_runs(store)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["failure"] == "killed"
+
+
+def test_digits_mlp_softmax_classifier_reaches_95_percent(root: Path) -> None:
+    result = train(compose("dataset=digits", "model=mlp", "loss=log_likelihood"), [], root / "out")
+    assert result.metrics["test/acc"] >= 0.95
+
+
+# Every shipped option of every group composes and runs one short fit.
+OPTIONS = [
+    ("dataset=polynomial",),
+    ("dataset=line",),
+    ("dataset=xor", "loss=log_likelihood"),
+    ("dataset=digits", "loss=log_likelihood"),
+    ("dataset=breast_cancer", "loss=log_likelihood"),
+    ("features=polynomial", "features.order=4"),
+    ("features=polynomial", "features.basis=legendre"),
+    ("features=polynomial", "features.basis=monomial"),
+    ("dataset=xor", "features=seed_transform", "loss=hinge"),
+    ("model=mlp", "model.activation=sigmoid", "model.batch_norm=true", "model.dropout=0.1"),
+    ("model=mlp", "model.activation=tanh", "model.hidden=[8,8]", "loss.gradient=analytic"),
+    ("loss=l1",),
+    ("dataset=digits", "loss=multiclass_hinge"),
+    ("dataset=breast_cancer", "loss=hinge"),
+    ("dataset=digits", "loss=cross_entropy"),
+    ("dataset=digits", "loss=cross_entropy", "loss.output=sigmoid"),
+    ("regularizer=l2",),
+    ("regularizer=l1",),
+    ("regularizer=elastic_net",),
+    ("regularizer=max_norm", "regularizer.c=0.5"),
+    ("optimizer=gd",),
+    ("optimizer=sgd", "optimizer.batch_size=8"),
+    ("optimizer=momentum", "optimizer.batch_size=8"),
+    ("optimizer=adam",),
+    ("optimizer=lbfgs",),
+    ("trainer.precision=64-true",),
+    ("trainer.eval_every_n_epochs=2", "trainer.max_epochs=3", "trainer.checkpoint=false"),
+]
+
+
+@pytest.mark.parametrize("overrides", OPTIONS, ids=lambda o: " ".join(o))
+def test_every_option_trains(overrides: tuple[str, ...], root: Path, store) -> None:
+    cfg = compose(*overrides, "trainer.max_epochs=2") if not any("max_epochs" in o for o in overrides) else compose(*overrides)
+    result = train(cfg, list(overrides), root / "out")
+    assert store.get_run(result.run_id).info.status == "FINISHED"
+    assert all(torch.isfinite(torch.tensor(v)) for k, v in result.metrics.items() if k.startswith("train/"))
+
+
+def test_max_norm_keeps_every_weight_row_inside_the_ball(root: Path) -> None:
+    cfg = compose("dataset=digits", "loss=log_likelihood", "regularizer=max_norm", "regularizer.c=0.3",
+                  "optimizer=sgd", "optimizer.lr=1.0", "trainer.max_epochs=2", "trainer.checkpoint=true")
+    train(cfg, [], root / "out")
+    state = torch.load(root / "out" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    norms = state["net.2.weight"].norm(dim=1)
+    assert norms.max() <= 0.3 + 1e-5
+
+
+@pytest.mark.parametrize("kind", ["mnist", "fashion_mnist", "cifar10"])
+def test_torchvision_datasets_train_offline_from_real_formats(kind: str, root: Path, monkeypatch) -> None:
+    if kind == "cifar10":
+        accept_fake_cifar10(monkeypatch)
+        write_cifar10(root / "data", n_per_batch=40)
+    else:
+        write_mnist(root / "data", n_train=300, n_test=60, kind="MNIST" if kind == "mnist" else "FashionMNIST")
+    cfg = compose(f"dataset={kind}", "dataset.val_size=50", "loss=log_likelihood", "trainer.max_epochs=3")
+    result = train(cfg, [], root / "out")
+    assert result.metrics["test/acc"] > 0.2  # ten classes: chance is 0.1
+
+
+BAD = [
+    ("regularizer.strength=-1", "regularizer.strength"),
+    ("optimizer.lr=0", "optimizer.lr"),
+    ("dataset=nope", "dataset"),
+    ("features.order=-2", "features.order"),
+    ("features=polynomial features.order=-2", "features.order"),
+    ("optimizer.batch_size=0", "optimizer.batch_size"),
+    ("optimizer.batch_size=abc", "optimizer.batch_size"),
+    ("loss=hinge dataset=digits", "loss"),
+    ("loss=log_likelihood", "loss"),
+    ("dataset=mnist", "dataset.root"),
+    ("regularizer=elastic_net regularizer.beta=null", "regularizer.beta"),
+    ("regularizer=max_norm regularizer.c=0", "regularizer.c"),
+    ("model=mlp model.activation=softplus", "model.activation"),
+    ("trainer.accelerator=tpu9", "trainer.accelerator"),
+    ("features=seed_transform", "features"),
+]
+
+
+@pytest.mark.parametrize("args,key", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_is_one_line_naming_the_key_and_no_run(args: str, key: str, root: Path, store, capsys) -> None:
+    train(compose(*LINE, "trainer.max_epochs=1"), [], root / "out")  # the store already holds a run
+    before = [r.info.run_id for r in all_runs(store)]
+    code, out, err = run_cli(capsys, "train", *args.split())
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"overfit: error: {key}:"), err
+    assert [r.info.run_id for r in all_runs(store)] == before
+    assert store.get_run(before[0]).info.status == "FINISHED"
+
+
+def test_cli_train_prints_where_the_run_is(root: Path, capsys) -> None:
+    code, out, err = run_cli(capsys, "train", *LINE, "trainer.max_epochs=3")
+    assert code == 0, err
+    assert "FINISHED" in out and "mlflow ui --backend-store-uri" in out
+    assert str(root / "mlruns" / "mlflow.db") in out
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU on this machine")
+def test_gpu_path(root: Path) -> None:
+    cfg = compose("dataset=digits", "model=mlp", "loss=log_likelihood", "trainer.accelerator=gpu", "trainer.max_epochs=5")
+    assert train(cfg, [], root / "out").metrics["test/acc"] > 0.8
+
+
+def test_help_is_fast_and_python_m_works() -> None:
+    import subprocess
+    import sys
+    import time
+
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "overfit", "--help"], capture_output=True, text=True, check=True)
+    assert "overfit train" in out.stdout
+    assert time.perf_counter() - start < 30  # generous: it must not import torch/lightning, but CI machines vary
+    assert "lightning" not in subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "overfit", "--help"], capture_output=True, text=True, env=os.environ
+    ).stderr
