@@ -31,12 +31,17 @@ HYDRA_INFO_FLAGS = ("-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info
 def _train(args: list[str]) -> int:
     from overfit import app, config, sweeps
 
-    multirun = "-m" in args or "--multirun" in args
-    if not any(a in HYDRA_INFO_FLAGS for a in args):
-        config.compose_jobs([a for a in args if not a.startswith("-")], multirun)
+    if any(a in HYDRA_INFO_FLAGS for a in args):  # --help, --cfg job, ...: Hydra answers
+        sys.argv = ["overfit train", *args]
+        app.main()
+        return 0
+    if "-m" in args or "--multirun" in args:
+        sweeps.run_sweep(args)
+        return sweeps.report_outcome()
+    config.compose_jobs(args, multirun=False)
     sys.argv = ["overfit train", *args]
     app.main()
-    return sweeps.report_outcome() if multirun else 0
+    return 0
 
 
 def _gradcheck(args: list[str]) -> int:
@@ -52,9 +57,9 @@ def _report(args: list[str]) -> int:
 
 
 def _runs(args: list[str]) -> int:
-    from overfit import sweeps
+    from overfit import tracking
 
-    return sweeps.runs_main(args)
+    return tracking.runs_main(args)
 
 
 def _pipeline(args: list[str]) -> int:

@@ -19,13 +19,14 @@ from overfit.optimizers import build_optimizer
 from overfit.regularizers import Regularizer
 
 EVAL_BATCH = 8192  # evaluation chunk: bounds memory for order-2 features on MNIST
+DIVERGENCE_GROWTH = 1e6  # an objective this many times its first value has diverged
 
 
 class Diverged(FloatingPointError):
-    """The training objective became non-finite."""
+    """The training objective became non-finite, or grew a millionfold."""
 
-    def __init__(self, epoch: int) -> None:
-        super().__init__(f"training objective is not finite at epoch {epoch}")
+    def __init__(self, epoch: int, value: float) -> None:
+        super().__init__(f"training objective {value:.3g} at epoch {epoch}")
         self.epoch = epoch
 
 
@@ -43,6 +44,7 @@ class Learner(L.LightningModule):
         self.eval_every_n_epochs = eval_every_n_epochs
         self.classification = loss.task == "classification"
         self._sums: dict[str, torch.Tensor] = {}
+        self._first_objective: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -94,9 +96,12 @@ class Learner(L.LightningModule):
         self.eval()
         metrics = {**self._evaluate("train", data.x_train, data.y_train), **self._evaluate("val", data.x_val, data.y_val)}
         self.train(True)
-        metrics["train/objective"] = metrics["train/loss"] + self.penalty().detach()
-        if not torch.isfinite(metrics["train/objective"]):  # one host sync per evaluated epoch
-            raise Diverged(self.current_epoch)
+        objective = metrics["train/objective"] = metrics["train/loss"] + self.penalty().detach()
+        if self._first_objective is None:
+            self._first_objective = objective
+        diverged = ~torch.isfinite(objective) | (objective > DIVERGENCE_GROWTH * self._first_objective.clamp_min(1e-12))
+        if diverged:  # one host sync per evaluated epoch
+            raise Diverged(self.current_epoch, objective.item())
         self.log_dict(metrics)
 
     def test_step(self, batch, batch_idx: int) -> None:

@@ -14,12 +14,15 @@ import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
+
+if TYPE_CHECKING:
+    from overfit.report import Point
 
 PARENT_FILE = "mlflow_parent_run_id"
 TAG_SWEEP = "overfit.sweep"
@@ -31,8 +34,8 @@ class Outcome:
     """What the last sweep in this process left: its parent and failed points."""
 
     parent_run_id: str
-    failed: list[dict[str, str]] = field(default_factory=list)
-    points: int = 0
+    points: list[Point] = field(default_factory=list)
+    failed: list[Point] = field(default_factory=list)
 
 
 _last: Outcome | None = None
@@ -83,6 +86,8 @@ class ParentRun(Callback):
         commit = tracking.git_commit()
         if commit:
             tags["mlflow.source.git.commit"] = commit
+        if config.sweep.get("parent_run_id"):
+            tags["mlflow.parentRunId"] = config.sweep.parent_run_id
         client = MlflowClient(mlflow.get_tracking_uri())
         run = client.create_run(experiment_id, tags=tags)
         for key, values in axes.items():
@@ -98,11 +103,8 @@ class ParentRun(Callback):
         from overfit import report
 
         assert _last is not None
-        points = report.publish(_last.parent_run_id)
-        _last.points = len(points)
-        _last.failed = [
-            {"point": p.label, "status": p.status, "reason": p.reason} for p in points if p.status != "FINISHED"
-        ]
+        _last.points = report.publish(_last.parent_run_id)
+        _last.failed = [p for p in _last.points if p.status != "FINISHED"]
         report.close_parent(_last.parent_run_id, "FINISHED")
 
 
@@ -140,14 +142,36 @@ def run_point(cfg: DictConfig, overrides: list[str], output_dir: Path) -> dict[s
         return None
 
 
+def run_sweep(args: list[str]) -> Outcome:
+    """``overfit train -m ARGS`` in this process: validate every point, launch, report.
+
+    Returns the sweep's outcome; Ctrl-C or SIGTERM ends the parent run KILLED.
+    """
+    from overfit import app, config, report
+
+    global _last
+    _last = None
+    config.compose_jobs([a for a in args if not a.startswith("-")], multirun=True)
+    sys.argv = ["overfit train", "-m", *[a for a in args if a not in ("-m", "--multirun")]]
+    try:
+        app.main()
+    except BaseException:
+        if _last is not None:
+            report.close_parent(_last.parent_run_id, "KILLED")
+        raise
+    if _last is None:
+        raise RuntimeError("the sweep ended before its parent run was created")
+    return _last
+
+
 def report_outcome() -> int:
     """After ``train -m``: say which points failed and why; non-zero if any did."""
     if _last is None:
         return 0
     if not _last.failed:
-        print(f"[overfit] sweep {_last.parent_run_id}: {_last.points} points finished")
+        print(f"[overfit] sweep {_last.parent_run_id}: {len(_last.points)} points finished")
         return 0
-    print(f"[overfit] sweep {_last.parent_run_id}: {len(_last.failed)} of {_last.points} points did not finish:")
-    for f in _last.failed:
-        print(f"  {f['point']}: {f['status']} — {f['reason']}")
+    print(f"[overfit] sweep {_last.parent_run_id}: {len(_last.failed)} of {len(_last.points)} points did not finish:")
+    for p in _last.failed:
+        print(f"  {p.label}: {p.status} — {p.reason}")
     return 1

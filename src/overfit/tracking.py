@@ -174,3 +174,54 @@ def link_reused(parent_run_id: str, job_num: int, run_id: str) -> None:
     from overfit.sweeps import TAG_REUSED
 
     MlflowClient().set_tag(parent_run_id, f"{TAG_REUSED}{job_num}", run_id)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def reap(client: MlflowClient, experiment_names: list[str] | None = None) -> list[str]:
+    """Mark runs left RUNNING by a process of this host that no longer exists as KILLED.
+
+    Runs of other hosts are left alone: from here nobody can tell whether they live.
+    """
+    experiments = [
+        e.experiment_id
+        for e in client.search_experiments()
+        if experiment_names is None or e.name in experiment_names
+    ]
+    if not experiments:
+        return []
+    host = socket.gethostname()
+    reaped = []
+    for run in client.search_runs(experiments, "attributes.status = 'RUNNING'", max_results=50_000):
+        tags = run.data.tags
+        if tags.get("host") != host or not tags.get("pid", "").isdigit() or _alive(int(tags["pid"])):
+            continue
+        client.set_tag(run.info.run_id, TAG_FAILURE, "killed")
+        client.set_tag(run.info.run_id, TAG_REASON, f"process {tags['pid']} on {host} ended without closing the run")
+        client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+        reaped.append(run.info.run_id)
+    return reaped
+
+
+def runs_main(argv: list[str]) -> int:
+    """``overfit runs reap [--experiment NAME ...] [--tracking-uri URI]``"""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="overfit runs", description="Maintenance of the runs in the store.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    reap_cmd = sub.add_parser("reap", help="mark runs left RUNNING by a dead process of this host as KILLED")
+    reap_cmd.add_argument("--experiment", action="append", help="only this experiment (repeatable)")
+    reap_cmd.add_argument("--tracking-uri", default=None)
+    args = parser.parse_args(argv)
+    client = MlflowClient(args.tracking_uri or tracking_uri())
+    reaped = reap(client, args.experiment)
+    print(f"[overfit] marked {len(reaped)} run(s) KILLED" + (": " + " ".join(reaped) if reaped else ""))
+    return 0

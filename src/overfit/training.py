@@ -1,8 +1,4 @@
-"""The task function: config → data → module → trainer → tracker, for one run.
-
-Everything that can reject the config (validation, loading the data, building
-the network) happens before the MLflow run is created.
-"""
+"""The task function: config → data → module → trainer → tracker, for one run."""
 
 from __future__ import annotations
 
@@ -92,16 +88,20 @@ def train(
     output_dir: Path | None = None,
     parent_run_id: str | None = None,
 ) -> RunResult:
-    """Train one configuration and record it as one MLflow run; returns its final metrics."""
+    """Train one configuration and record it as one MLflow run; returns its final metrics.
+
+    The config is validated before the run exists (bad input leaves no trace);
+    anything that fails later, loading the data included, ends the run FAILED.
+    """
     validate(cfg)
-    L.seed_everything(cfg.seed, verbose=False)
-    splits = datasets.load(cfg.dataset, cfg.seed)
-    learner = build_learner(cfg, splits)
     experiment_id = tracking.connect(cfg)
     output_dir = output_dir or Path.cwd()
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _raise_terminated)
     with tracking.training_run(cfg, experiment_id, overrides or [], parent_run_id) as run:
+        L.seed_everything(cfg.seed, verbose=False)
+        splits = datasets.load(cfg.dataset, cfg.seed)
+        learner = build_learner(cfg, splits)
         logger = BatchedMLFlowLogger(run.info.run_id, mlflow.get_tracking_uri())
         trainer = build_trainer(cfg.trainer, logger, output_dir)
         data = TensorDataModule(splits, cfg.optimizer.batch_size)

@@ -1,0 +1,217 @@
+"""Sweeps: one MLflow parent per multirun, a child per point, reuse, failures, reports."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import all_runs, compose, run_cli
+from overfit import datasets, report, sweeps, tracking
+from overfit.training import build_learner
+
+
+ORDERS = ("dataset=polynomial", "model=linear", "loss=mse", "features=polynomial", "features.order=1,2,3,4,12")
+
+
+def children(store, parent_id: str) -> list:
+    return [r for r in all_runs(store) if r.data.tags.get("mlflow.parentRunId") == parent_id]
+
+
+def by_order(points: list[report.Point]) -> dict[int, report.Point]:
+    return {int(p.values["features.order"]): p for p in points}
+
+
+def test_order_sweep_is_one_parent_with_a_child_per_point(root: Path, store, capsys) -> None:
+    code, out, err = run_cli(capsys, "train", "-m", *ORDERS)
+    assert code == 0, err
+    parent_id = sweeps._last.parent_run_id
+    kids = children(store, parent_id)
+    assert len(kids) == 5 and all(k.info.status == "FINISHED" for k in kids)
+    assert store.get_run(parent_id).info.status == "FINISHED"
+    assert store.get_run(parent_id).data.params["sweep.features.order"] == "1,2,3,4,12"
+    files = {a.path for a in store.list_artifacts(parent_id, "report")}
+    assert {"report/summary.csv", "report/summary.md", "report/curves_features_order.png"} <= files
+
+    points = by_order(report.collect(store, parent_id)[1])
+    test = {k: p.error("test") for k, p in points.items()}
+    train = {k: p.error("train") for k, p in points.items()}
+    assert min(test, key=test.get) in (3, 4)
+    assert train[12] < train[3] < train[1]
+    assert test[12] > test[3]
+
+    # The same sweep again trains nothing: a new parent links the finished runs.
+    code, out, _ = run_cli(capsys, "train", "-m", *ORDERS)
+    assert code == 0 and out.count("reused finished run") == 5
+    again = sweeps._last.parent_run_id
+    assert children(store, again) == []
+    assert {p.run_id for p in report.collect(store, again)[1]} == {k.info.run_id for k in kids}
+
+    # sweep.rerun=true trains every point again.
+    code, _, _ = run_cli(capsys, "train", "-m", *ORDERS, "sweep.rerun=true")
+    assert code == 0 and len(children(store, sweeps._last.parent_run_id)) == 5
+
+
+def _exact_objective(cfg) -> float:
+    """min_w,b (1/N)·Σ(y − φw − b)² + λ‖w‖² in float64, with the run's own feature map."""
+    splits = datasets.load(cfg.dataset, cfg.seed)
+    net = build_learner(cfg, splits).net.double()
+    phi = net[:-1](splits.x_train.double())  # standardise → features
+    y = splits.y_train.double()
+    n, p = phi.shape
+    design = torch.cat([phi, torch.ones(n, 1, dtype=torch.float64)], 1)
+    lam = cfg.regularizer.strength
+    penalty = torch.diag(torch.tensor([lam] * p + [0.0], dtype=torch.float64))  # the bias is not penalised
+    w = torch.linalg.solve(design.T @ design / n + penalty, design.T @ y / n)
+    return (((y - design @ w) ** 2).mean() + lam * (w[:-1] ** 2).sum()).item()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [(), ("features.basis=legendre", "optimizer=lbfgs", "regularizer=l2", "regularizer.strength=0.01")],
+    ids=["defaults", "legendre-lbfgs-ridge"],
+)
+def test_every_point_reaches_its_least_squares_optimum(extra: tuple[str, ...], root: Path, store, capsys) -> None:
+    code, _, err = run_cli(capsys, "train", "-m", *ORDERS, *extra)
+    assert code == 0, err
+    for point in report.collect(store, sweeps._last.parent_run_id)[1]:
+        cfg = compose(*ORDERS[:-1], f"features.order={point.values['features.order']}", *extra)
+        exact = _exact_objective(cfg)
+        assert point.metrics["train/objective"] <= exact * 1.01 + 1e-9, point.label
+
+
+def test_lambda_sweep_at_order_12_falls_then_rises(root: Path, store, capsys) -> None:
+    code, _, err = run_cli(
+        capsys, "train", "-m", "features=polynomial", "features.order=12", "features.basis=legendre",
+        "optimizer=lbfgs", "regularizer=l2", "regularizer.strength=0,0.001,0.1,10",
+    )
+    assert code == 0, err
+    points = report.collect(store, sweeps._last.parent_run_id)[1]
+    test = {float(p.values["regularizer.strength"]): p.error("test") for p in points}
+    assert test[0.1] < test[0.001] < test[0.0]
+    assert test[10.0] > test[0.1]
+    assert report.best(points).values["regularizer.strength"] == "0.1"
+
+
+def test_a_diverging_point_fails_alone_and_the_sweep_says_so(root: Path, store, capsys) -> None:
+    code, out, err = run_cli(capsys, "train", "-m", "optimizer.lr=0.01,1e6")
+    assert code == 1
+    kids = {r.data.params["optimizer.lr"]: r for r in children(store, sweeps._last.parent_run_id)}
+    assert kids["0.01"].info.status == "FINISHED"
+    assert kids["1000000.0"].info.status == "FAILED"
+    assert kids["1000000.0"].data.tags["failure"] == "diverged"
+    assert "did not finish" in out and "optimizer.lr=1000000.0: FAILED" in out and "diverged" in out
+
+
+def test_a_raising_point_fails_with_its_reason_and_the_others_run(root: Path, store, capsys, monkeypatch) -> None:
+    import overfit.training as training
+
+    real = training.build_learner
+
+    def flaky(cfg, splits):
+        if cfg.optimizer.lr == 0.3:
+            raise RuntimeError("boom at lr 0.3")
+        return real(cfg, splits)
+
+    monkeypatch.setattr(training, "build_learner", flaky)
+    code, out, _ = run_cli(capsys, "train", "-m", "optimizer.lr=0.1,0.3,0.2", "trainer.max_epochs=3")
+    assert code == 1
+    kids = {k.data.params["optimizer.lr"]: k for k in children(store, sweeps._last.parent_run_id)}
+    assert kids["0.1"].info.status == kids["0.2"].info.status == "FINISHED"
+    assert kids["0.3"].info.status == "FAILED"
+    assert kids["0.3"].data.tags["failure"] == "error"
+    assert kids["0.3"].data.tags["failure.reason"] == "RuntimeError: boom at lr 0.3"
+    assert "optimizer.lr=0.3: FAILED — RuntimeError: boom at lr 0.3" in out
+
+
+def test_training_set_size_is_a_sweep_axis(root: Path, store, capsys) -> None:
+    code, _, err = run_cli(capsys, "train", "-m", "features=polynomial", "dataset.n_train=10,40,160")
+    assert code == 0, err
+    axes, points = report.collect(store, sweeps._last.parent_run_id)
+    assert axes == {"dataset.n_train": ["10", "40", "160"]}
+    assert all(p.status == "FINISHED" for p in points)
+    assert {a.path for a in store.list_artifacts(sweeps._last.parent_run_id, "report")} >= {
+        "report/curves_dataset_n_train.png"
+    }
+
+
+def test_two_axes_give_one_curve_per_value_of_the_other(root: Path, store, capsys, tmp_path) -> None:
+    code, _, err = run_cli(capsys, "train", "-m", "features=polynomial", "features.order=1,3",
+                           "optimizer.lr=0.1,0.3", "trainer.max_epochs=5")
+    assert code == 0, err
+    parent = sweeps._last.parent_run_id
+    # `overfit report` rebuilds the same files from the store alone.
+    code, out, err = run_cli(capsys, "report", parent, "--out", str(tmp_path / "rebuilt"))
+    assert code == 0, err
+    built = {p.name for p in (tmp_path / "rebuilt").iterdir()}
+    assert built == {"summary.csv", "summary.md", "curves_features_order.png", "curves_optimizer_lr.png"}
+    rows = (tmp_path / "rebuilt" / "summary.csv").read_text().splitlines()
+    assert len(rows) == 1 + 4
+
+
+def test_bad_sweep_value_stops_before_any_run(root: Path, store, capsys) -> None:
+    code, _, err = run_cli(capsys, "train", "-m", "optimizer.lr=0.1,-1")
+    assert code == 2 and err.strip().startswith("overfit: error: optimizer.lr:")
+    assert all_runs(store) == []
+
+
+def test_reap_marks_runs_of_dead_processes_killed(root: Path, store) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    experiment = store.create_experiment("reap")
+    host = socket.gethostname()
+    orphan = store.create_run(experiment, tags={"host": host, "pid": str(dead.pid)}).info.run_id
+    alive = store.create_run(experiment, tags={"host": host, "pid": str(os.getpid())}).info.run_id
+    remote = store.create_run(experiment, tags={"host": "elsewhere", "pid": str(dead.pid)}).info.run_id
+    assert tracking.reap(store) == [orphan]
+    assert store.get_run(orphan).info.status == "KILLED"
+    assert store.get_run(orphan).data.tags["failure"] == "killed"
+    assert store.get_run(alive).info.status == "RUNNING"
+    assert store.get_run(remote).info.status == "RUNNING"
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_running_point_killed(root: Path, store) -> None:
+    cmd = [sys.executable, "-m", "overfit", "train", "dataset=line", "optimizer=gd", "trainer.max_epochs=1000000"]
+    proc = subprocess.Popen(cmd, env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(r.info.status == "RUNNING" for r in all_runs(store)):
+            time.sleep(0.5)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    (run,) = all_runs(store)
+    assert run.info.status == "KILLED"
+    assert proc.returncode != 0
+
+
+@pytest.mark.slow
+def test_joblib_workers_on_a_fresh_store(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("OVERFIT_ROOT", str(tmp_path))  # no template: the store does not exist yet
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "overfit", "train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", *ORDERS],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    log = (out.stdout + out.stderr).lower()
+    assert "already exists" not in log and "database is locked" not in log and "traceback" not in log
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    runs = all_runs(client)
+    (parent,) = [r for r in runs if r.data.tags.get(sweeps.TAG_SWEEP)]
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(kids) == 5 and all(k.info.status == "FINISHED" for k in kids)
+    assert all(not math.isnan(k.data.metrics.get("test/error", math.nan)) for k in kids)
