@@ -120,7 +120,9 @@ def run_point(cfg: DictConfig, overrides: list[str], output_dir: Path) -> dict[s
         from overfit.training import train
 
         result = train(cfg, overrides, output_dir)
-        shown = {k: round(v, 6) for k, v in result.metrics.items() if k.startswith("test/") or k == "generalization_gap"}
+        shown = "  ".join(
+            f"{k}={v:.4g}" for k, v in result.metrics.items() if k.startswith("test/") or k == "generalization_gap"
+        )
         print(f"[overfit] run {result.run_id} FINISHED in experiment {cfg.experiment_name!r}: {shown}")
         print(f"[overfit] store: {tracking.tracking_uri(cfg.tracking)}")
         print(f"[overfit] open the MLflow UI: {tracking.ui_command(tracking.tracking_uri(cfg.tracking))}")
