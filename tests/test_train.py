@@ -11,6 +11,7 @@ import torch
 from fakes import accept_fake_cifar10, write_cifar10, write_mnist
 from helpers import all_runs, compose, run_cli
 from overfit import datasets, tracking
+from overfit.features import polynomial_terms
 from overfit.module import Diverged
 from overfit.training import build_learner, train
 
@@ -240,3 +241,39 @@ def test_help_is_fast_and_python_m_works() -> None:
     assert "lightning" not in subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "overfit", "--help"], capture_output=True, text=True, env=os.environ
     ).stderr
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        ("dataset=digits", "loss=log_likelihood", "model=mlp", "model.activation=sigmoid", "model.hidden=[16]"),
+        ("dataset=digits", "loss=multiclass_hinge"),
+        ("dataset=breast_cancer", "loss=cross_entropy", "loss.output=sigmoid"),
+        ("dataset=polynomial", "features=polynomial", "loss=mse"),
+    ],
+    ids=["softmax-mlp-sigmoid", "multiclass-hinge", "sigmoid-cross-entropy", "mse"],
+)
+def test_analytic_and_autograd_gradients_give_the_same_training_curve(setup, root: Path, store) -> None:
+    curves = []
+    for gradient in ("autograd", "analytic"):
+        cfg = compose(*setup, f"loss.gradient={gradient}", "trainer.max_epochs=5", "optimizer=sgd",
+                      "optimizer.batch_size=32", "optimizer.lr=0.05")
+        run_id = train(cfg, [], root / gradient).run_id
+        curves.append([m.value for m in store.get_metric_history(run_id, "train/objective")])
+    assert len(curves[0]) == 5
+    assert curves[0] == pytest.approx(curves[1], rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_order_2_features_on_mnist_train_and_evaluate_batch_by_batch(root: Path) -> None:
+    write_mnist(root / "data", n_train=300, n_test=60)
+    cfg = compose("dataset=mnist", "dataset.val_size=50", "loss=log_likelihood", "features=polynomial",
+                  "features.order=2", "features.basis=legendre", "optimizer=sgd", "optimizer.batch_size=32",
+                  "optimizer.lr=0.01", "trainer.max_epochs=1")
+    splits = datasets.load(cfg.dataset, cfg.seed)
+    learner = build_learner(cfg, splits)
+    width = learner.net[1].out_features
+    assert width == polynomial_terms(784, 2) - 1 == 308_504
+    assert learner.eval_batch == 64  # evaluation chunks stay small, never all 300 images × 308k features
+    result = train(cfg, [], root / "out")
+    assert 0 <= result.metrics["test/error"] <= 1

@@ -15,9 +15,6 @@ import torch
 
 from overfit.datasets import Splits
 
-EVAL_BATCH = 8192  # test chunk: bounds memory for order-2 features on MNIST
-
-
 class TensorBatches:
     """Batches ``(x[idx], y[idx])`` for consecutive slices of a permutation.
 
@@ -53,10 +50,11 @@ class TensorDataModule(L.LightningDataModule):
     through Lightning's test loop once, at the end.
     """
 
-    def __init__(self, splits: Splits, batch_size: int | None) -> None:
+    def __init__(self, splits: Splits, batch_size: int | None, eval_batch: int) -> None:
         super().__init__()
         self.splits = splits
         self.batch_size = batch_size
+        self.eval_batch = eval_batch
 
     def setup(self, stage: str) -> None:
         self.splits = self.splits.to(self.trainer.strategy.root_device)
@@ -67,4 +65,4 @@ class TensorDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> TensorBatches:
         s = self.splits
-        return TensorBatches(s.x_test, s.y_test, EVAL_BATCH, shuffle=False)
+        return TensorBatches(s.x_test, s.y_test, self.eval_batch, shuffle=False)

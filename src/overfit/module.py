@@ -18,7 +18,7 @@ from overfit.models import weight_matrices
 from overfit.optimizers import build_optimizer
 from overfit.regularizers import Regularizer
 
-EVAL_BATCH = 8192  # evaluation chunk: bounds memory for order-2 features on MNIST
+EVAL_ELEMENTS = 2**24  # activations per evaluation chunk (64 MB in float32)
 DIVERGENCE_GROWTH = 1e6  # an objective this many times its first value has diverged
 
 
@@ -45,9 +45,17 @@ class Learner(L.LightningModule):
         self.classification = loss.task == "classification"
         self._sums: dict[str, torch.Tensor] = {}
         self._first_objective: torch.Tensor | None = None
+        widest = max((getattr(m, "out_features", 0) for m in net.modules()), default=1)
+        # Evaluation chunks sized by the widest layer: order-2 features on MNIST are 307k wide.
+        self.eval_batch = max(64, min(8192, EVAL_ELEMENTS // max(widest, 1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Predictions (classes or values) for any number of inputs, chunk by chunk."""
+        return torch.cat([self.loss.predict(self(chunk)) for chunk in x.split(self.eval_batch)])
 
     def penalty(self) -> torch.Tensor:
         return self.regularizer.penalty(weight_matrices(self.net))
@@ -84,7 +92,7 @@ class Learner(L.LightningModule):
 
     @torch.no_grad()
     def _evaluate(self, split: str, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        for batch in zip(x.split(EVAL_BATCH), y.split(EVAL_BATCH)):
+        for batch in zip(x.split(self.eval_batch), y.split(self.eval_batch)):
             self._accumulate(split, batch)
         return self._means(split)
 

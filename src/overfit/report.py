@@ -125,9 +125,17 @@ def _style_axes(ax: plt.Axes, knob: str, xs: list[str], ys: list[float]) -> list
     """Positions for the knob's values; log x for λ and lr, log y when errors span decades."""
     if _numeric(xs):
         positions = [float(v) for v in xs]
-        if knob.endswith(LOG_KNOBS) and any(v > 0 for v in positions):
-            smallest = min(v for v in positions if v > 0)
-            ax.set_xscale("symlog" if min(positions) <= 0 else "log", **({"linthresh": smallest} if min(positions) <= 0 else {}))
+        lo, hi = min(positions), max(positions)
+        if knob.endswith(LOG_KNOBS) and hi > 0:
+            if lo > 0:
+                ax.set_xscale("log")
+                ax.set_xlim(lo / 2, hi * 2)
+            else:  # λ = 0 has no place on a log axis: linear near zero
+                ax.set_xscale("symlog", linthresh=min(v for v in positions if v > 0))
+                ax.set_xlim(lo, hi * 2)
+        else:
+            pad = 0.05 * (hi - lo or 1.0)
+            ax.set_xlim(lo - pad, hi + pad)  # failed points too, so their marks show
     else:
         positions = list(range(len(xs)))
         ax.set_xticks(positions, xs)

@@ -75,9 +75,7 @@ def picture(learner: Learner, splits: Splits, title: str) -> tuple[str, Any] | N
         if splits.input_dim != 1 or splits.target_dim != 1:
             return None
         return "fit.png", plots.fitted_curve(learner.net, splits, title)
-    with torch.no_grad():
-        net = learner.net.eval().cpu()
-        predicted = learner.loss.predict(net(splits.x_test.cpu()))
+    predicted = learner.eval().cpu().predict(splits.x_test.cpu())
     names = splits.class_names or tuple(str(i) for i in range(splits.num_classes or 0))
     return "confusion_matrix.png", plots.confusion_matrix(predicted, splits.y_test.cpu(), names, title)
 
@@ -104,7 +102,7 @@ def train(
         learner = build_learner(cfg, splits)
         logger = BatchedMLFlowLogger(run.info.run_id, mlflow.get_tracking_uri())
         trainer = build_trainer(cfg.trainer, logger, output_dir)
-        data = TensorDataModule(splits, cfg.optimizer.batch_size)
+        data = TensorDataModule(splits, cfg.optimizer.batch_size, learner.eval_batch)
         trainer.fit(learner, datamodule=data)
         final = {k: float(v) for k, v in trainer.callback_metrics.items() if k.split("/")[0] in ("train", "val")}
         final.update(trainer.test(learner, datamodule=data, verbose=False)[0])
