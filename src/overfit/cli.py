@@ -99,3 +99,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"overfit: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the runs are already closed KILLED
+        print("overfit: interrupted", file=sys.stderr)
+        return 130

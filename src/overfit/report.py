@@ -25,7 +25,6 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 SPLITS = ("train", "val", "test")
-LOG_KNOBS = ("strength", "lr")  # knobs that span decades: log x-axis
 COLORS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:red"}
 
 
@@ -117,91 +116,103 @@ def write_table(axes: dict[str, list[str]], points: list[Point], out: Path) -> l
     return [out / "summary.csv", out / "summary.md"]
 
 
-def _numeric(values: list[str]) -> bool:
-    return all(_sort_key(v)[0] == 0 for v in values)
+def ordered(values: list[str], given: list[str] | None = None) -> list[str]:
+    """A knob's values: numbers ascending, anything else in the order given (or first seen)."""
+    seen = list(dict.fromkeys(values))
+    if all(_sort_key(v)[0] == 0 for v in seen):
+        return sorted(seen, key=float)
+    given = given or []
+    return sorted(seen, key=lambda v: (given.index(v) if v in given else len(given), seen.index(v)))
 
 
-def _style_axes(ax: plt.Axes, knob: str, xs: list[str], ys: list[float]) -> list[float] | list[int]:
-    """Positions for the knob's values; log x for λ and lr, log y when errors span decades."""
-    if _numeric(xs):
+def x_axis(ax: plt.Axes, knob: str, xs: list[str]) -> list[float]:
+    """Positions for the knob's values: log scale when they span decades (λ, lr), ticks for words."""
+    if all(_sort_key(v)[0] == 0 for v in xs):
         positions = [float(v) for v in xs]
-        lo, hi = min(positions), max(positions)
-        if knob.endswith(LOG_KNOBS) and hi > 0:
-            if lo > 0:
+        positive = [v for v in positions if v > 0]
+        if positive and max(positive) / min(positive) >= 20:
+            if len(positive) == len(positions):
                 ax.set_xscale("log")
-                ax.set_xlim(lo / 2, hi * 2)
             else:  # λ = 0 has no place on a log axis: linear near zero
-                ax.set_xscale("symlog", linthresh=min(v for v in positions if v > 0))
-                ax.set_xlim(lo, hi * 2)
-        else:
-            pad = 0.05 * (hi - lo or 1.0)
-            ax.set_xlim(lo - pad, hi + pad)  # failed points too, so their marks show
+                ax.set_xscale("symlog", linthresh=min(positive))
     else:
-        positions = list(range(len(xs)))
+        positions = [float(i) for i in range(len(xs))]
         ax.set_xticks(positions, xs)
-    finite = [y for y in ys if math.isfinite(y) and y > 0]
-    if finite and max(finite) / min(finite) > 50:
-        ax.set_yscale("log")
-    ax.set_xlabel(knob)
-    ax.set_ylabel("error")
-    ax.grid(alpha=0.3)
+    ax.set_xlabel(knob.removesuffix(".name"))
     return positions
 
 
-def _mark(ax: plt.Axes, chosen: Point | None, knob: str, xs: list[str], positions: list) -> None:
-    if chosen is None:
-        return
-    x = positions[xs.index(chosen.values[knob])]
-    ax.scatter([x], [chosen.error("test")], marker="*", s=220, color="gold", edgecolor="black", zorder=5,
-               label=f"best by val: {knob}={chosen.values[knob]}, test error {chosen.error('test'):.4g}")
+def y_axis(ax: plt.Axes, ys: list[float], label: str = "error") -> None:
+    """Log scale when the errors span decades (an over-fitted order-12 model)."""
+    finite = [y for y in ys if math.isfinite(y) and y > 0]
+    if finite and max(finite) / min(finite) > 50:
+        ax.set_yscale("log")
+    ax.set_ylabel(label)
+    ax.grid(alpha=0.3)
 
 
-def _failed(ax: plt.Axes, points: list[Point], knob: str, xs: list[str], positions: list) -> None:
-    """Diverged or failed points: a red × on the x-axis with the word."""
-    for p in points:
-        if p.status != "FINISHED" and p.values[knob] in xs:
-            x = positions[xs.index(p.values[knob])]
-            word = "diverged" if p.reason.startswith("diverged") else p.status.lower()
-            ax.annotate(f"× {word}", (x, 0.02), xycoords=("data", "axes fraction"), color="crimson",
-                        ha="center", fontsize=9, fontweight="bold")
+def _failed(ax: plt.Axes, points: list[Point], knob: str, xs: list[str], positions: list[float]) -> None:
+    """Diverged or failed points: a crimson × on the x-axis with the word."""
+    for n, p in enumerate(q for q in points if q.status != "FINISHED" and q.values.get(knob) in xs):
+        x = positions[xs.index(p.values[knob])]
+        word = "diverged" if p.reason.startswith("diverged") else p.status.lower()
+        ax.plot([x], [0.03], "x", color="crimson", markersize=11, mew=2.5, transform=ax.get_xaxis_transform())
+        ax.annotate(word, (x, 0.07 + 0.05 * (n % 2)), xycoords=("data", "axes fraction"), color="crimson",
+                    ha="center", fontsize=8, fontweight="bold")
+
+
+def _panel(ax: plt.Axes, points: list[Point], knob: str, xs: list[str], all_y: list[float],
+           chosen: Point | None, chosen_label: str, title: str) -> None:
+    """Train / val / test error of ``points`` against ``knob``: one generalization curve."""
+    positions = x_axis(ax, knob, xs)
+    by_x = {p.values.get(knob): p for p in points}
+    for s in SPLITS:
+        ax.plot(positions, [by_x[x].error(s) if x in by_x else math.nan for x in xs], "o-", color=COLORS[s],
+                label=f"{s} error")
+    y_axis(ax, all_y)
+    if chosen is not None and any(p.run_id == chosen.run_id for p in points) and chosen.values.get(knob) in xs:
+        x = positions[xs.index(chosen.values[knob])]
+        ax.axvline(x, color="gold", lw=6, alpha=0.35, zorder=0)
+        ax.scatter([x], [chosen.error("test")], marker="*", s=260, color="gold", edgecolor="black", zorder=5,
+                   label=f"{chosen_label}: test error {chosen.error('test'):.4g}")
+    _failed(ax, points, knob, xs, positions)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+
+
+def curve_figure(points: list[Point], knob: str, others: list[str], chosen: Point | None,
+                 chosen_label: str = "best by val", name: str = "generalization",
+                 order: list[str] | None = None) -> Figure:
+    """Error on the three splits against ``knob``; one panel per combination of the other knobs."""
+    xs = ordered([p.values[knob] for p in points if knob in p.values], order)
+    all_y = [p.error(s) for p in points for s in SPLITS]
+    if not others:
+        fig, ax = plt.subplots(figsize=(7.5, 4.4))
+        _panel(ax, points, knob, xs, all_y, chosen, chosen_label, f"{name}: error vs {knob.removesuffix('.name')}")
+    else:
+        groups = list(dict.fromkeys(tuple(p.values.get(k) for k in others) for p in points))
+        groups.sort(key=lambda g: [_sort_key(v or "") for v in g])
+        cols = min(len(groups), 3)
+        rows = math.ceil(len(groups) / cols)
+        fig, panels = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.2 * rows), sharey=True, squeeze=False)
+        for ax, group in zip(panels.flat, groups):
+            members = [p for p in points if tuple(p.values.get(k) for k in others) == group]
+            label = " ".join(f"{k.removesuffix('.name')}={v}" for k, v in zip(others, group))
+            _panel(ax, members, knob, xs, all_y, chosen, chosen_label, f"{name}: {label}")
+        for ax in list(panels.flat)[len(groups):]:
+            ax.set_visible(False)
+    fig.tight_layout()
+    return fig
 
 
 def curves(axes: dict[str, list[str]], points: list[Point]) -> dict[str, Figure]:
-    """Error on train / val / test against each swept knob."""
+    """One figure per swept knob, the best point by validation error starred."""
     chosen = best(points)
-    figures = {}
-    for knob in axes:
-        xs = sorted({p.values[knob] for p in points}, key=_sort_key)
-        others = [k for k in axes if k != knob]
-        if not others:
-            fig, ax = plt.subplots(figsize=(6.5, 4.2))
-            by_x = {p.values[knob]: p for p in points}
-            ys = {s: [by_x[x].error(s) for x in xs] for s in SPLITS}
-            positions = _style_axes(ax, knob, xs, [y for v in ys.values() for y in v])
-            for s in SPLITS:
-                ax.plot(positions, ys[s], "o-", color=COLORS[s], label=f"{s} error")
-            _mark(ax, chosen, knob, xs, positions)
-            _failed(ax, points, knob, xs, positions)
-            ax.set_title(f"generalization: error vs {knob}")
-            ax.legend(fontsize=8)
-        else:
-            fig, panels = plt.subplots(1, 3, figsize=(15, 4.2), sharey=True)
-            groups = sorted({tuple(p.values[k] for k in others) for p in points}, key=lambda g: [_sort_key(v) for v in g])
-            all_y = [p.error(s) for p in points for s in SPLITS]
-            for ax, s in zip(panels, SPLITS):
-                positions = _style_axes(ax, knob, xs, all_y)
-                for group in groups:
-                    by_x = {p.values[knob]: p for p in points if tuple(p.values[k] for k in others) == group}
-                    label = " ".join(f"{k}={v}" for k, v in zip(others, group))
-                    ax.plot(positions, [by_x[x].error(s) if x in by_x else math.nan for x in xs], "o-", label=label)
-                if s == "test":
-                    _mark(ax, chosen, knob, xs, positions)
-                _failed(ax, points, knob, xs, positions)
-                ax.set_title(f"{s} error vs {knob}")
-            panels[-1].legend(fontsize=7)
-        fig.tight_layout()
-        figures[f"curves_{knob.replace('.', '_')}.png"] = fig
-    return figures
+    return {
+        f"curves_{knob.replace('.', '_')}.png": curve_figure(points, knob, [k for k in axes if k != knob], chosen,
+                                                            order=axes[knob])
+        for knob in axes
+    }
 
 
 def write(axes: dict[str, list[str]], points: list[Point], out: Path) -> list[Path]:

@@ -51,61 +51,82 @@ def parent_run_id() -> str | None:
 
 
 def sweep_axes(task_overrides: list[str]) -> dict[str, list[str]]:
-    """``{"features.order": ["1", "3", "12"]}`` for the overrides that sweep."""
+    """``{"features.order": ["1", "3", "12"]}`` for the overrides that sweep.
+
+    Sweeping a group (``model=linear,mlp``) is the param ``model.name``.
+    """
     from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from overfit.config import SCHEMAS
 
     axes = {}
     for o in OverridesParser.create().parse_overrides(task_overrides):
         if o.is_sweep_override():
             key = o.get_key_element()
-            axes[key if "." in key else f"{key}.name"] = [str(v) for v in o.sweep_string_iterator()]
+            axes[f"{key}.name" if key in SCHEMAS else key] = [str(v) for v in o.sweep_string_iterator()]
     return axes
 
 
+def open_parent(cfg: DictConfig, overrides: list[str], launcher: str) -> str:
+    """Create a sweep's parent run (nested under ``sweep.parent_run_id`` when set)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from overfit import tracking
+
+    experiment_id = tracking.connect(cfg)
+    axes = sweep_axes(overrides)
+    tags = {
+        TAG_SWEEP: "true",
+        "overrides": " ".join(overrides),
+        "launcher": launcher,
+        "host": socket.gethostname(),
+        "pid": str(os.getpid()),
+        "mlflow.runName": "sweep " + " ".join(f"{k}={','.join(v)}" for k, v in axes.items()),
+    }
+    commit = tracking.git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    if cfg.sweep.get("parent_run_id"):
+        tags["mlflow.parentRunId"] = cfg.sweep.parent_run_id
+    client = MlflowClient(mlflow.get_tracking_uri())
+    run_id = client.create_run(experiment_id, tags=tags).info.run_id
+    for key, values in axes.items():
+        client.log_param(run_id, f"sweep.{key}", ",".join(values)[:6000])
+    client.log_text(run_id, "\n".join(overrides) + "\n", "sweep/overrides.txt")
+    print(f"[overfit] sweep parent run {run_id} in experiment {cfg.experiment_name!r}", flush=True)
+    return run_id
+
+
+def close_parent(parent_run_id: str) -> Outcome:
+    """Log the sweep's report on its parent, end it FINISHED, say which points failed."""
+    from overfit import report
+
+    points = report.publish(parent_run_id)
+    report.close_parent(parent_run_id, "FINISHED")
+    return Outcome(parent_run_id, points, [p for p in points if p.status != "FINISHED"])
+
+
 class ParentRun(Callback):
-    """Hydra callback: one MLflow parent run per multirun, its report at the end."""
+    """Hydra callback: one MLflow parent run per multirun, its report at the end.
+
+    The parent's id is written into the sweep directory, where every job finds
+    it (this process, joblib workers, SLURM nodes).
+    """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _last
-        import mlflow
-        from mlflow.tracking import MlflowClient
-
-        from overfit import tracking
-
-        experiment_id = tracking.connect(config)
-        overrides = list(config.hydra.overrides.task)
-        axes = sweep_axes(overrides)
-        tags = {
-            TAG_SWEEP: "true",
-            "overrides": " ".join(overrides),
-            "launcher": config.hydra.launcher._target_.rsplit(".", 1)[-1],
-            "host": socket.gethostname(),
-            "pid": str(os.getpid()),
-            "mlflow.runName": "sweep " + " ".join(f"{k}={','.join(v)}" for k, v in axes.items()),
-        }
-        commit = tracking.git_commit()
-        if commit:
-            tags["mlflow.source.git.commit"] = commit
-        if config.sweep.get("parent_run_id"):
-            tags["mlflow.parentRunId"] = config.sweep.parent_run_id
-        client = MlflowClient(mlflow.get_tracking_uri())
-        run = client.create_run(experiment_id, tags=tags)
-        for key, values in axes.items():
-            client.log_param(run.info.run_id, f"sweep.{key}", ",".join(values)[:6000])
-        client.log_text(run.info.run_id, "\n".join(overrides) + "\n", "sweep/overrides.txt")
+        launcher = config.hydra.launcher._target_.rsplit(".", 1)[-1]
+        run_id = open_parent(config, list(config.hydra.overrides.task), launcher)
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        (sweep_dir / PARENT_FILE).write_text(run.info.run_id)
-        _last = Outcome(run.info.run_id)
-        print(f"[overfit] sweep parent run {run.info.run_id} in experiment {config.experiment_name!r}", flush=True)
+        (sweep_dir / PARENT_FILE).write_text(run_id)
+        _last = Outcome(run_id)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from overfit import report
-
+        global _last
         assert _last is not None
-        _last.points = report.publish(_last.parent_run_id)
-        _last.failed = [p for p in _last.points if p.status != "FINISHED"]
-        report.close_parent(_last.parent_run_id, "FINISHED")
+        _last = close_parent(_last.parent_run_id)
 
 
 def run_point(cfg: DictConfig, overrides: list[str], output_dir: Path) -> dict[str, float] | None:
@@ -144,23 +165,52 @@ def run_point(cfg: DictConfig, overrides: list[str], output_dir: Path) -> dict[s
         return None
 
 
+def _reuse_all(task: list[str], jobs: list[DictConfig]) -> Outcome | None:
+    """When every point already has a FINISHED run: a parent linking them, nothing launched."""
+    from overfit import tracking
+
+    if any(job.sweep.rerun for job in jobs):
+        return None
+    found = []
+    for job in jobs:
+        run = tracking.find_finished(job)
+        if run is None:
+            return None
+        found.append(run.info.run_id)
+    shown = [a for a in task if not a.startswith(("hydra.", "hydra/", "+hydra."))]
+    parent = open_parent(jobs[0], shown, launcher="none (every point reused)")
+    for num, run_id in enumerate(found):
+        tracking.link_reused(parent, num, run_id)
+        print(f"[overfit] reused finished run {run_id} for point #{num}", flush=True)
+    return close_parent(parent)
+
+
 def run_sweep(args: list[str]) -> Outcome:
     """``overfit train -m ARGS`` in this process: validate every point, launch, report.
 
-    Returns the sweep's outcome; Ctrl-C or SIGTERM ends the parent run KILLED.
+    A sweep whose every point already finished launches nothing: its parent
+    links the earlier runs. Ctrl-C or SIGTERM ends the parent run KILLED.
     """
     from overfit import app, config, report
 
     global _last
     _last = None
-    config.compose_jobs([a for a in args if not a.startswith("-")], multirun=True)
-    sys.argv = ["overfit train", "-m", *[a for a in args if a not in ("-m", "--multirun")]]
+    task = [a for a in args if not a.startswith("-")]
+    jobs = config.compose_jobs(task, multirun=True)
+    reused = _reuse_all(task, jobs)
+    if reused is not None:
+        _last = reused
+        return reused
+    saved = sys.argv
+    sys.argv = ["overfit train", "-m", *task]
     try:
         app.main()
     except BaseException:
         if _last is not None:
             report.close_parent(_last.parent_run_id, "KILLED")
         raise
+    finally:
+        sys.argv = saved
     if _last is None:
         raise RuntimeError("the sweep ended before its parent run was created")
     return _last

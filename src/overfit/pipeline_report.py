@@ -1,0 +1,292 @@
+"""A pipeline's report: one self-contained HTML file (figures embedded) plus the PNGs.
+
+At the top, the study's description and its conclusion in numbers (what was
+selected, its test result, where each sweep's test error is lowest, which
+points diverged); then, per sweep, the generalization curves (train / val /
+test error against the first swept knob, one line per value of the others,
+the selected point starred, diverged points marked ×), optional per-epoch
+histories, and a table of every point.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from overfit import report  # noqa: E402
+from overfit.pipeline_run import Evaluation, Selection, SweepResult, point_label  # noqa: E402
+
+if TYPE_CHECKING:
+    from overfit.pipeline import Pipeline, Stage
+    from overfit.report import Point
+
+SPLITS = report.SPLITS
+
+
+def _float(value: str) -> float | None:
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _fmt(value: float) -> str:
+    return "" if value is None or not math.isfinite(value) else f"{value:.4g}"
+
+
+def _values(result: SweepResult, key: str) -> list[str]:
+    """The values a key took, numeric ones sorted, others in the file's order."""
+    return report.ordered([p.values[key] for p in result.points if key in p.values], result.order.get(key))
+
+
+def sweep_figure(result: SweepResult, selection: Selection | None) -> Figure | None:
+    """Error on the three splits against the sweep's first knob, the selected point starred."""
+    if not result.keys:
+        return None
+    chosen = selection.point if selection is not None and selection.sweep == result.stage.name else None
+    label = f"selected by {selection.stage.metric}" if selection is not None else ""
+    return report.curve_figure(result.points, result.keys[0], result.keys[1:], chosen, label,
+                               name=result.stage.name, order=result.order.get(result.keys[0]))
+
+
+def history_figure(result: SweepResult, metric: str, client: Any) -> Figure | None:
+    """A metric against the training step, one line per point (diverged ones end in ×)."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    ys = []
+    for p in result.points:
+        history = sorted(client.get_metric_history(p.run_id, metric), key=lambda m: m.step)
+        label = point_label(p, result.keys) or p.run_id[:8]
+        if p.status != "FINISHED":
+            label += " (diverged)" if p.reason.startswith("diverged") else f" ({p.status.lower()})"
+        if not history:
+            ax.plot([], [], "x", color="crimson", label=label + ", nothing logged")
+            continue
+        steps, values = [m.step for m in history], [m.value for m in history]
+        ys += values
+        (line,) = ax.plot(steps, values, "-", label=label)
+        if p.status != "FINISHED":
+            ax.plot(steps[-1:], values[-1:], "x", color=line.get_color(), markersize=11, mew=2.5)
+    if not ys:
+        plt.close(fig)
+        return None
+    report.y_axis(ax, ys, metric)
+    ax.set_xlabel("training step")
+    ax.set_title(f"{result.stage.name}: {metric} during training")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+PICTURES = ("fit.png", "confusion_matrix.png")  # what each training run logs to look at
+
+
+def pictures(result: SweepResult, selection: Selection | None, client: Any) -> list[tuple[Point, str, bytes]]:
+    """The runs' own pictures for a few telling points: the ends of a 1-knob sweep and the chosen one."""
+    import tempfile
+
+    finished = [p for p in result.points if p.status == "FINISHED" and math.isfinite(p.error("test"))]
+    if not finished:
+        return []
+    chosen = selection.point if selection is not None and selection.sweep == result.stage.name else None
+    chosen = chosen or min(finished, key=lambda p: p.error("test"))
+    if len(result.keys) == 1:
+        xs = _values(result, result.keys[0])
+        ordered = sorted(finished, key=lambda p: xs.index(p.values[result.keys[0]]) if p.values.get(result.keys[0]) in xs else 0)
+        picked = [ordered[0], chosen, ordered[-1]]
+    else:
+        picked = [max(finished, key=lambda p: p.error("test")), chosen]
+    out = []
+    for p in {p.run_id: p for p in picked}.values():
+        names = {a.path for a in client.list_artifacts(p.run_id)}
+        name = next((n for n in PICTURES if n in names), None)
+        if name is None:
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            out.append((p, name, Path(client.download_artifacts(p.run_id, name, tmp)).read_bytes()))
+    return out
+
+
+def conclusions(results: dict[str, Any], names: list[str]) -> list[str]:
+    """The study's result in a few HTML sentences."""
+    out = []
+    kinds = (Selection, Evaluation, SweepResult)
+    names = sorted(names, key=lambda n: next((i for i, k in enumerate(kinds) if isinstance(results.get(n), k)), 3))
+    for name in names:
+        r = results.get(name)
+        if isinstance(r, Selection):
+            out.append(f"<b>{html.escape(r.stage.name)}</b>: selected <b>{html.escape(r.label)}</b> from sweep "
+                       f"'{html.escape(r.sweep)}' by {r.stage.mode} {html.escape(r.stage.metric)} = {r.value:.4g}; "
+                       f"its test error {r.point.error('test'):.4g}.")
+        elif isinstance(r, Evaluation):
+            m = r.metrics
+            parts = [f"test error <b>{_fmt(m.get('test/error', math.nan))}</b>"]
+            if "test/acc" in m:
+                parts.append(f"test accuracy {m['test/acc']:.4g}")
+            parts.append(f"train error {_fmt(m.get('train/error', math.nan))}, val error {_fmt(m.get('val/error', math.nan))}")
+            n = len([p for p in r.result.points if p.status == "FINISHED"])
+            runs = f" (mean of {n} runs, ± {r.spread.get('test/error', 0):.2g})" if n > 1 else ""
+            out.append(f"<b>{html.escape(r.stage.name)}</b>: the selected config ({html.escape(r.selection.label)}) "
+                       f"has {', '.join(parts)}{runs}.")
+        elif isinstance(r, SweepResult):
+            out.append(_sweep_sentence(name, r))
+    return out
+
+
+def _sweep_sentence(name: str, r: SweepResult) -> str:
+    """Where the test error is lowest and highest, the trend along a numeric knob, what diverged."""
+    finished = [p for p in r.points if p.status == "FINISHED" and math.isfinite(p.error("test"))]
+    text = f"<b>{html.escape(name)}</b> ({len(r.points)} points): "
+    if not finished:
+        text += "no point finished"
+    else:
+        lo = min(finished, key=lambda p: p.error("test"))
+        hi = max(finished, key=lambda p: p.error("test"))
+        text += f"lowest test error {lo.error('test'):.4g} at {html.escape(point_label(lo, r.keys))}"
+        ties = [p for p in finished if p is not lo and p.error("test") <= 1.01 * lo.error("test")]
+        if ties:
+            text += " (within 1% at " + ", ".join(html.escape(point_label(p, r.keys)) for p in ties) + ")"
+        text += f", highest {hi.error('test'):.4g} at {html.escape(point_label(hi, r.keys))}"
+        key = r.keys[0] if r.keys else None
+        xs = _values(r, key) if key else []
+        if key and len(xs) > 1 and all(_float(x) is not None for x in xs):
+            others = r.keys[1:]
+            groups = list(dict.fromkeys(tuple(p.values.get(k) for k in others) for p in finished))
+            for group in groups:
+                line = sorted((p for p in finished if tuple(p.values.get(k) for k in others) == group),
+                              key=lambda p: float(p.values[key]))
+                if len(line) < 2:
+                    continue
+                first, last = line[0], line[-1]
+                where = " ".join(f"{k.removesuffix('.name')}={v}" for k, v in zip(others, group))
+                text += (f"; {html.escape(where + ': ' if where else '')}as {html.escape(key)} goes "
+                         f"{first.values[key]} → {last.values[key]}, train error {first.error('train'):.4g} → "
+                         f"{last.error('train'):.4g}, test error {first.error('test'):.4g} → {last.error('test'):.4g}")
+    for group, word in ((r.diverged, "diverged"), (r.failed, "failed")):
+        if group:
+            labels = ", ".join(html.escape(point_label(p, r.keys)) for p in group)
+            text += f"; <span class=bad>{len(group)} {word}</span> ({labels})"
+    return text + "."
+
+
+def table(result: SweepResult, selection: Selection | None) -> str:
+    metrics = [f"{s}/error" for s in SPLITS]
+    if any("test/acc" in p.metrics for p in result.points):
+        metrics.append("test/acc")
+    metrics.append("generalization_gap")
+    why = any(p.status != "FINISHED" for p in result.points)
+    head = [k.removesuffix(".name") for k in result.keys] + metrics + ["status", "run"] + (["why"] if why else [])
+    rows = []
+    for p in result.points:
+        chosen = selection is not None and selection.point.run_id == p.run_id
+        cells = [html.escape(p.values.get(k, "")) for k in result.keys]
+        if chosen and cells:
+            cells[0] = "★ " + cells[0]
+        cells += [_fmt(p.metrics.get(m, math.nan)) if p.status == "FINISHED" else "" for m in metrics]
+        if p.status == "FINISHED":
+            status = "finished" + (" (reused)" if p.reused else "")
+        else:
+            word = "diverged" if p.reason.startswith("diverged") else p.status.lower()
+            status = f"<span class=bad title='{html.escape(p.reason, quote=True)}'>{word}</span>"
+        reason = p.reason.removeprefix("diverged — ") if p.status != "FINISHED" else ""
+        cells += [status, f"<code>{p.run_id[:8]}</code>"]
+        if why:
+            cells.append(f"<span class=meta>{html.escape(reason[:160])}</span>")
+        rows.append(f"<tr{' class=sel' if chosen else ''}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return ("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>" + "".join(rows)
+            + "</table>")
+
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222}
+h1{margin-bottom:.2em} .desc{font-size:1.05em;line-height:1.5;color:#333}
+.conclusion{background:#f4f8ee;border-left:5px solid #6a9f2a;padding:.6em 1.2em;margin:1em 0}
+.conclusion li{margin:.35em 0} table{border-collapse:collapse;font-size:.9em;margin:.6em 0 1.6em}
+td,th{border:1px solid #ccc;padding:3px 9px;text-align:right} th{background:#f0f0f0}
+tr.sel td{background:#fff3c4;font-weight:bold} .bad{color:crimson;font-weight:bold}
+img{max-width:100%;border:1px solid #eee} .meta{color:#666;font-size:.85em} pre{background:#f7f7f7;padding:.8em}
+.shots{display:flex;gap:.6em} .shots figure{flex:1;margin:0} figure{margin:.5em 0}"""
+
+
+def write(pipeline: Pipeline, stage: Stage, results: dict[str, Any], out: Path, info: dict[str, str]) -> Path:
+    """``out/report.html`` and its PNGs; returns the HTML path."""
+    from mlflow.tracking import MlflowClient
+
+    out.mkdir(parents=True, exist_ok=True)
+    for old in [*out.glob("*.png"), out / "report.html"]:
+        old.unlink(missing_ok=True)
+    client = MlflowClient(info["store"])
+    selections = [r for r in results.values() if isinstance(r, Selection)]
+    body: list[str] = []
+
+    def figure(fig: Figure | None, name: str, caption: str) -> None:
+        if fig is None:
+            return
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=110)
+        plt.close(fig)
+        (out / name).write_bytes(buffer.getvalue())
+        data = base64.b64encode(buffer.getvalue()).decode()
+        body.append(f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
+                    f"<figcaption class=meta>{html.escape(caption)} ({name})</figcaption></figure>")
+
+    for name in stage.needs:
+        r = results.get(name)
+        sweep = r.result if isinstance(r, Evaluation) else r
+        if not isinstance(sweep, SweepResult):
+            continue
+        selection = next((s for s in selections if s.sweep == name), None)
+        kind = "evaluation of " + r.selection.label if isinstance(r, Evaluation) else "sweep"
+        body.append(f"<h2>{html.escape(name)} <span class=meta>({html.escape(kind)})</span></h2>")
+        if sweep.stage.description:
+            body.append(f"<p>{html.escape(sweep.stage.description)}</p>")
+        shown = " ".join(a.override().text for a in sweep.stage.axes)
+        body.append(f"<p class=meta>axes: <code>{html.escape(shown or '—')}</code>; parent run "
+                    f"<code>{sweep.parent_run_id}</code>; {sweep.seconds:.1f} s</p>")
+        figure(sweep_figure(sweep, selection), f"{name}_curves.png", f"generalization: {name}")
+        for metric in [] if isinstance(r, Evaluation) else stage.history:
+            figure(history_figure(sweep, metric, client), f"{name}_history_{metric.replace('/', '_')}.png",
+                   f"{metric} during training: {name}")
+        shots = [] if isinstance(r, Evaluation) else pictures(sweep, selection, client)
+        if shots:
+            body.append("<div class=shots>")
+            for p, picture, data in shots:
+                label = point_label(p, sweep.keys) or "the selected config"
+                mark = " ★ selected" if selection is not None and p.run_id == selection.point.run_id else ""
+                file = f"{name}_{picture.removesuffix('.png')}_{re.sub(r'[^A-Za-z0-9_.=-]+', '_', label)}.png"
+                (out / file).write_bytes(data)
+                caption = f"{label}{mark}: test error {p.error('test'):.4g}"
+                body.append(f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,"
+                            f"{base64.b64encode(data).decode()}'><figcaption class=meta>{html.escape(caption)}"
+                            f"</figcaption></figure>")
+            body.append("</div>")
+        body.append(table(sweep, selection))
+    title = stage.title or f"{pipeline.name}"
+    bullets = "".join(f"<li>{c}</li>" for c in conclusions(results, stage.needs))
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{CSS}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p class=desc>{html.escape(pipeline.description)}</p>
+<div class=conclusion><h3>Result</h3><ul>{bullets}</ul></div>
+{''.join(body)}
+<h2>Provenance</h2>
+<p class=meta>pipeline run <code>{info['run_id']}</code> in experiment <code>{html.escape(info['experiment'])}</code>,
+store <code>{html.escape(info['store'])}</code>, written {time.strftime('%Y-%m-%d %H:%M:%S')}.<br>
+Open the MLflow UI: <code>{html.escape(info['ui'])}</code></p>
+<details><summary>{html.escape(pipeline.shown)}</summary><pre>{html.escape(pipeline.text)}</pre></details>
+</body></html>
+"""
+    target = out / "report.html"
+    target.write_text(page)
+    return target
