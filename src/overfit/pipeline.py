@@ -69,6 +69,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from overfit import paths
 from overfit.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ STAGE_KEYS = {
     "report": ("history", "title"),
 }
 COMMON_KEYS = ("kind", "needs", "description")
-GROUPS = ("dataset", "features", "model", "loss", "regularizer", "optimizer", "trainer", "tracking")
+GROUPS = tuple(sorted(d.name for d in paths.config_dir().iterdir() if d.is_dir()))  # conf/<group>/
 TOP_LEVEL = ("seed", "sweep.rerun")  # plain keys of conf/train.yaml a pipeline may set
 ALLOWED = "group=option or group.key=value for " + ", ".join(GROUPS) + ", seed, sweep.rerun, hydra/launcher, hydra.launcher.KEY"
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -444,8 +445,6 @@ def _cycle(graph: dict[str, list[str]]) -> list[str]:
 
 def locate(name: str) -> tuple[Path, str]:
     """A pipeline file: a path (cwd, then project root) or a bare study name in ``pipelines/``."""
-    from overfit import paths
-
     given = Path(name).expanduser()
     candidates = [given, paths.project_root() / given]
     if given.suffix == "" and len(given.parts) == 1:
@@ -463,8 +462,6 @@ def locate(name: str) -> tuple[Path, str]:
 
 def pipeline_dirs() -> list[Path]:
     """``pipelines/`` under the project root, then the checkout's own."""
-    from overfit import paths
-
     dirs = [paths.project_root() / "pipelines", paths.config_dir().parent / "pipelines"]
     return [d for i, d in enumerate(dirs) if d.is_dir() and d.resolve() not in [x.resolve() for x in dirs[:i]]]
 
