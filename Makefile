@@ -29,8 +29,9 @@ gradcheck: $(STAMP)
 ui: $(STAMP)  ## the MLflow UI on the project's store, http://127.0.0.1:5000
 	$$($(VENV)/bin/overfit ui)
 
-bench: $(STAMP)
+bench: $(STAMP)  ## overhead against a bare PyTorch loop; cost of a rerun that reuses everything
 	$(PY) benchmarks/bench_training.py
+	$(PY) benchmarks/bench_reuse.py
 
 clean:
 	rm -rf outputs multirun reports

@@ -229,18 +229,15 @@ def test_gpu_path(root: Path) -> None:
     assert train(cfg, [], root / "out").metrics["test/acc"] > 0.8
 
 
-def test_help_is_fast_and_python_m_works() -> None:
+def test_help_imports_no_heavy_library_and_python_m_works() -> None:
     import subprocess
     import sys
-    import time
 
-    start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "overfit", "--help"], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "overfit", "--help"],
+                         capture_output=True, text=True, check=True, env=os.environ)
     assert "overfit train" in out.stdout
-    assert time.perf_counter() - start < 30  # generous: it must not import torch/lightning, but CI machines vary
-    assert "lightning" not in subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "overfit", "--help"], capture_output=True, text=True, env=os.environ
-    ).stderr
+    imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time")}
+    assert not imported & {"torch", "lightning", "mlflow", "torchvision", "matplotlib"}
 
 
 @pytest.mark.parametrize(
