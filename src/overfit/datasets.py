@@ -9,7 +9,6 @@ into the inputs. Images are flattened and scaled to [0, 1].
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
