@@ -215,3 +215,21 @@ def test_joblib_workers_on_a_fresh_store(tmp_path: Path, monkeypatch) -> None:
     kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(kids) == 5 and all(k.info.status == "FINISHED" for k in kids)
     assert all(not math.isnan(k.data.metrics.get("test/error", math.nan)) for k in kids)
+
+
+@pytest.mark.slow
+def test_submitit_jobs_find_their_parent(root: Path, store) -> None:
+    """submitit's local executor runs each point as its own job, as on SLURM nodes."""
+    out = subprocess.run(
+        [sys.executable, "-m", "overfit", "train", "-m", "hydra/launcher=submitit_local", "features=polynomial",
+         "features.order=1,3", "trainer.max_epochs=20"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = all_runs(store)
+    (parent,) = [r for r in runs if r.data.tags.get(sweeps.TAG_SWEEP)]
+    assert parent.data.tags["launcher"] == "LocalLauncher"  # hydra_plugins.hydra_submitit_launcher
+    kids = children(store, parent.info.run_id)
+    assert sorted(k.data.params["features.order"] for k in kids) == ["1", "3"]
+    assert all(k.info.status == "FINISHED" for k in kids)
+    assert {k.data.tags["pid"] for k in kids}.isdisjoint({parent.data.tags["pid"]})  # other processes
