@@ -45,6 +45,8 @@ class Learner(L.LightningModule):
         self.classification = loss.task == "classification"
         self._sums: dict[str, torch.Tensor] = {}
         self._first_objective: torch.Tensor | None = None
+        # The regularized weights, found once: moving the module to a device keeps the Parameter objects.
+        self._weights = weight_matrices(net)
         widest = max((getattr(m, "out_features", 0) for m in net.modules()), default=1)
         # Evaluation chunks sized by the widest layer: order-2 features on MNIST are 307k wide.
         self.eval_batch = max(64, min(8192, EVAL_ELEMENTS // max(widest, 1)))
@@ -58,7 +60,7 @@ class Learner(L.LightningModule):
         return torch.cat([self.loss.predict(self(chunk)) for chunk in x.split(self.eval_batch)])
 
     def penalty(self) -> torch.Tensor:
-        return self.regularizer.penalty(weight_matrices(self.net))
+        return self.regularizer.penalty(self._weights)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -66,7 +68,7 @@ class Learner(L.LightningModule):
 
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)
-        self.regularizer.project_(weight_matrices(self.net))  # max-norm: a projection, not a penalty
+        self.regularizer.project_(self._weights)  # max-norm: a projection, not a penalty
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return build_optimizer(self.optimizer_cfg, self.parameters())

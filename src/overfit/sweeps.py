@@ -171,9 +171,12 @@ def _reuse_all(task: list[str], jobs: list[DictConfig]) -> Outcome | None:
 
     if any(job.sweep.rerun for job in jobs):
         return None
+    experiments: dict[str, str] = {}  # one store lookup per experiment, not per point
     found = []
     for job in jobs:
-        run = tracking.find_finished(job)
+        if job.experiment_name not in experiments:
+            experiments[job.experiment_name] = tracking.connect(job)
+        run = tracking.find_finished(job, experiments[job.experiment_name])
         if run is None:
             return None
         found.append(run.info.run_id)

@@ -157,9 +157,9 @@ def ui_command(uri: str | None = None) -> str:
     return f"open {uri} in a browser (it is a tracking server)"
 
 
-def find_finished(cfg: DictConfig) -> mlflow.entities.Run | None:
+def find_finished(cfg: DictConfig, experiment_id: str | None = None) -> mlflow.entities.Run | None:
     """The newest FINISHED run of the experiment with this config's hash, if any."""
-    experiment_id = connect(cfg)
+    experiment_id = experiment_id or connect(cfg)
     runs = MlflowClient().search_runs(
         [experiment_id],
         filter_string=f"tags.`{TAG_HASH}` = '{config_hash(cfg)}' and attributes.status = 'FINISHED'",
