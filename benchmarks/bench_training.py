@@ -30,8 +30,8 @@ CASES = {
 
 def bare_loop(cfg, device: str) -> float:
     """The same work written by hand: the reference the pipeline is measured against."""
-    from overfit import datasets
-    from overfit.training import build_learner
+    from overfit.data import datasets
+    from overfit.training.task import build_learner
 
     torch.manual_seed(cfg.seed)
     splits = datasets.load(cfg.dataset, cfg.seed).to(device)
@@ -63,7 +63,7 @@ def pipeline_fit(cfg, device: str, root: Path) -> tuple[float, float]:
     """(seconds in trainer.fit, seconds for the whole run incl. MLflow, test and picture)."""
     import lightning as L
 
-    from overfit import training
+    from overfit.training import task as training
 
     fit_time = {}
     real_fit = L.Trainer.fit

@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 from fakes import accept_fake_cifar10, write_cifar10, write_mnist
-from overfit import datasets
+from overfit.data import datasets
 from overfit.errors import ConfigError
 
 # The fields and defaults of conf/dataset/<name>.yaml.
@@ -189,7 +189,7 @@ def test_check_needs_no_torchvision_when_files_are_missing(tmp_path):
     import sys
 
     code = (
-        "import sys; from omegaconf import OmegaConf; from overfit import datasets, errors\n"
+        "import sys; from omegaconf import OmegaConf; from overfit import errors; from overfit.data import datasets\n"
         f"cfg = OmegaConf.create(dict(name='cifar10', root={str(tmp_path)!r}, download=False, val_size=5000,"
         " n_train=None))\n"
         "try: datasets.check(cfg)\nexcept errors.ConfigError: pass\n"

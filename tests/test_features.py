@@ -9,9 +9,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from overfit import features
+from overfit.maths import features
 from overfit.errors import ConfigError
-from overfit.features import build_features, polynomial_terms
+from overfit.maths.features import build_features, polynomial_terms
 
 f64 = torch.float64
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from overfit import gradcheck, losses, regularizers
+from overfit.maths import gradcheck, losses, regularizers
 
 
 def test_main_passes_and_prints_a_row_per_item(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:

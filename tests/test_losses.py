@@ -9,9 +9,9 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from overfit import activations, losses
+from overfit.maths import activations, losses
 from overfit.errors import ConfigError
-from overfit.layers import Linear
+from overfit.maths.layers import Linear
 
 COMBOS = [(name, output) for name in losses.LOSSES for output in losses.SUPPORTED_OUTPUTS[name]]
 N, C = 6, 4

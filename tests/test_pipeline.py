@@ -13,10 +13,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from helpers import all_runs, run_cli
-from overfit import pipeline
+from overfit.pipeline import spec as pipeline
 from overfit.errors import ConfigError
-from overfit.sweeps import TAG_REUSED, TAG_SWEEP
-from overfit.tracking import TAG_HASH
+from overfit.tracking.sweeps import TAG_REUSED, TAG_SWEEP
+from overfit.tracking.runs import TAG_HASH
 
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = ("polynomial_order", "regularization", "learning_rate", "data_size", "digits_capacity", "mnist")

@@ -6,7 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from overfit import regularizers
+from overfit.maths import regularizers
 from overfit.errors import ConfigError
 
 W = [torch.tensor([[1.0, -2.0], [0.5, 0.0]]), torch.tensor([[3.0, -4.0, 0.0]])]

@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from helpers import all_runs, compose, run_cli
-from overfit import datasets, report, sweeps, tracking
-from overfit.training import build_learner
+from overfit.data import datasets
+from overfit.tracking import report, sweeps, runs as tracking
+from overfit.training.task import build_learner
 
 
 ORDERS = ("dataset=polynomial", "model=linear", "loss=mse", "features=polynomial", "features.order=1,2,3,4,12")
@@ -112,7 +113,7 @@ def test_a_diverging_point_fails_alone_and_the_sweep_says_so(root: Path, store, 
 
 
 def test_a_raising_point_fails_with_its_reason_and_the_others_run(root: Path, store, capsys, monkeypatch) -> None:
-    import overfit.training as training
+    import overfit.training.task as training
 
     real = training.build_learner
 

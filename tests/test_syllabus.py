@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from overfit import losses
-from overfit.features import build_features, polynomial_terms
-from overfit.layers import Linear
+from overfit.maths import losses
+from overfit.maths.features import build_features, polynomial_terms
+from overfit.maths.layers import Linear
 
 f64 = torch.float64
 

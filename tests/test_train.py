@@ -10,10 +10,11 @@ import torch
 
 from fakes import accept_fake_cifar10, write_cifar10, write_mnist
 from helpers import all_runs, compose, run_cli
-from overfit import datasets, tracking
-from overfit.features import polynomial_terms
-from overfit.module import Diverged
-from overfit.training import build_learner, train
+from overfit.data import datasets
+from overfit.tracking import runs as tracking
+from overfit.maths.features import polynomial_terms
+from overfit.training.module import Diverged
+from overfit.training.task import build_learner, train
 
 
 LINE = ("dataset=line", "model=linear", "features=identity", "loss=mse", "regularizer=none", "optimizer=gd")
@@ -106,7 +107,7 @@ def test_a_diverging_run_ends_failed_with_the_reason(root: Path, store) -> None:
 
 
 def test_an_interrupted_run_ends_killed(root: Path, store, monkeypatch) -> None:
-    from overfit.module import Learner
+    from overfit.training.module import Learner
 
     def interrupt(self, *args, **kwargs):
         raise KeyboardInterrupt

@@ -17,7 +17,7 @@ register()
 @hydra.main(version_base="1.3", config_path=str(paths.config_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """One job of ``overfit train`` (one sweep point under ``-m``)."""
-    from overfit import sweeps
+    from overfit.tracking import sweeps
 
     hc = HydraConfig.get()
     metrics = sweeps.run_point(cfg, list(hc.overrides.task), Path(hc.runtime.output_dir))

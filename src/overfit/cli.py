@@ -29,7 +29,8 @@ HYDRA_INFO_FLAGS = ("-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info
 
 
 def _train(args: list[str]) -> int:
-    from overfit import app, config, sweeps
+    from overfit import app, config
+    from overfit.tracking import sweeps
 
     if any(a in HYDRA_INFO_FLAGS for a in args):  # --help, --cfg job, ...: Hydra answers
         sys.argv = ["overfit train", *args]
@@ -45,31 +46,31 @@ def _train(args: list[str]) -> int:
 
 
 def _gradcheck(args: list[str]) -> int:
-    from overfit import gradcheck
+    from overfit.maths import gradcheck
 
     return gradcheck.main(args)
 
 
 def _report(args: list[str]) -> int:
-    from overfit import report
+    from overfit.tracking import report
 
     return report.main(args)
 
 
 def _runs(args: list[str]) -> int:
-    from overfit import tracking
+    from overfit.tracking import runs as tracking
 
     return tracking.runs_main(args)
 
 
 def _pipeline(args: list[str]) -> int:
-    from overfit import pipeline
+    from overfit.pipeline import spec as pipeline
 
     return pipeline.main(args)
 
 
 def _ui(args: list[str]) -> int:
-    from overfit import tracking
+    from overfit.tracking import runs as tracking
 
     print(tracking.ui_command())
     return 0

@@ -14,7 +14,9 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from overfit import datasets, features, losses, models, optimizers, regularizers, trainer
+from overfit.data import datasets
+from overfit.maths import features, losses, regularizers
+from overfit.training import models, optimizers, trainer
 from overfit.errors import ConfigError
 
 

@@ -555,7 +555,8 @@ class Planner:
 
     def jobs(self, stage: Stage, chosen: dict[str, Job], axes_only_first: bool = False) -> list[Job]:
         """Every job of a sweep or evaluate stage, composed and validated."""
-        from overfit import config, tracking
+        from overfit import config
+        from overfit.tracking import runs as tracking
 
         fixed, axes = self.stage_overrides(stage, chosen)
         if axes_only_first:
@@ -673,7 +674,7 @@ def main(argv: list[str]) -> int:
         p.add_argument("overrides", nargs="*", help="Hydra overrides for every job, e.g. hydra/launcher=joblib")
     sub.add_parser("list", help="the studies in pipelines/ and their latest runs")
     args = parser.parse_args(argv)
-    from overfit import pipeline_run
+    from overfit.pipeline import run as pipeline_run
 
     if args.command == "list":
         return pipeline_run.list_pipelines()

@@ -11,9 +11,9 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from overfit import activations
+from overfit.maths import activations
 from overfit.errors import ConfigError
-from overfit.layers import Linear
+from overfit.maths.layers import Linear
 
 MODELS = ("linear", "mlp")
 ACTIVATIONS = ("sigmoid", "tanh", "relu")

@@ -71,7 +71,7 @@ def _sort_key(value: str) -> tuple[int, float, str]:
 
 def collect(client: MlflowClient, parent_run_id: str) -> tuple[dict[str, list[str]], list[Point]]:
     """The sweep's axes (from the parent) and its points (children and reused runs)."""
-    from overfit.sweeps import TAG_REUSED
+    from overfit.tracking.sweeps import TAG_REUSED
 
     parent = client.get_run(parent_run_id)
     axes = {k.removeprefix("sweep."): v.split(",") for k, v in parent.data.params.items() if k.startswith("sweep.")}
@@ -252,7 +252,7 @@ def main(argv: list[str]) -> int:
     """``overfit report RUN_ID [--out DIR] [--tracking-uri URI]``"""
     import mlflow
 
-    from overfit import tracking
+    from overfit.tracking import runs as tracking
 
     parser = argparse.ArgumentParser(prog="overfit report", description=main.__doc__)
     parser.add_argument("run_id", help="the sweep's parent run id")

@@ -171,7 +171,7 @@ def find_finished(cfg: DictConfig, experiment_id: str | None = None) -> mlflow.e
 
 def link_reused(parent_run_id: str, job_num: int, run_id: str) -> None:
     """Record on a sweep's parent that an earlier run stands in for one of its points."""
-    from overfit.sweeps import TAG_REUSED
+    from overfit.tracking.sweeps import TAG_REUSED
 
     MlflowClient().set_tag(parent_run_id, f"{TAG_REUSED}{job_num}", run_id)
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from overfit import activations
+from overfit.maths import activations
 from overfit.errors import ConfigError
 
 LOSSES = ("mse", "l1", "hinge", "multiclass_hinge", "log_likelihood", "cross_entropy")

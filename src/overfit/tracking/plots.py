@@ -11,7 +11,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from overfit.datasets import Splits
+from overfit.data.datasets import Splits
 
 
 @torch.no_grad()

@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.table import Table
 from torch import Tensor
 
-from overfit import activations, losses, regularizers
-from overfit.layers import Linear
+from overfit.maths import activations, losses, regularizers
+from overfit.maths.layers import Linear
 
 N, C = 4, 3  # examples and classes of every test input
 

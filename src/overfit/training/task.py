@@ -14,14 +14,16 @@ import mlflow
 import torch
 from omegaconf import DictConfig
 
-from overfit import datasets, features, losses, plots, regularizers, tracking
+from overfit.data import datasets
+from overfit.maths import features, losses, regularizers
+from overfit.tracking import plots, runs as tracking
 from overfit.config import validate
-from overfit.datamodule import TensorDataModule
-from overfit.datasets import Splits
-from overfit.logger import BatchedMLFlowLogger
-from overfit.models import Standardize, build_model
-from overfit.module import Learner
-from overfit.trainer import build_trainer
+from overfit.data.datamodule import TensorDataModule
+from overfit.data.datasets import Splits
+from overfit.tracking.logger import BatchedMLFlowLogger
+from overfit.training.models import Standardize, build_model
+from overfit.training.module import Learner
+from overfit.training.trainer import build_trainer
 
 
 # Lightning's start-up banners and hints say nothing about the run; keep its warnings.

@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 from hydra.experimental.callback import Callback
 
 from overfit.errors import ConfigError
-from overfit.pipeline import GROUPS, TAG, Job, Pipeline, Planner, Stage, load_and_plan, merge, parse, pipeline_dirs
+from overfit.pipeline.spec import GROUPS, TAG, Job, Pipeline, Planner, Stage, load_and_plan, merge, parse, pipeline_dirs
 
 if TYPE_CHECKING:
-    from overfit.report import Point
+    from overfit.tracking.report import Point
 
 SPLITS = ("train", "val", "test")
 
@@ -65,7 +65,7 @@ class Store:
 
     def latest(self, job: Job) -> Any:
         """The newest run with the job's config hash in its experiment (any status), or None."""
-        from overfit.tracking import TAG_HASH
+        from overfit.tracking.runs import TAG_HASH
 
         experiment_id = self.experiment_id(job.cfg.experiment_name)
         if experiment_id is None:
@@ -106,7 +106,7 @@ class Progress(Callback):
 # --- show and list -----------------------------------------------------------------
 def show(name: str, args: list[str]) -> int:
     """Every job a run would launch, whether it is already finished, on which launcher. Runs nothing."""
-    from overfit import tracking
+    from overfit.tracking import runs as tracking
 
     pipeline, planner, static = load_and_plan(name, args)
     store = Store(tracking.tracking_uri(planner.any_job().cfg.tracking))
@@ -191,7 +191,7 @@ def _select_from_store(store: Store, pool: list[Job], stage: Stage) -> Job | Non
 
 def list_pipelines() -> int:
     """The studies in ``pipelines/`` and the latest run of each in the store."""
-    from overfit import tracking
+    from overfit.tracking import runs as tracking
 
     store = Store(tracking.tracking_uri())
     found = False
@@ -280,12 +280,12 @@ def _axis_keys(planner: Planner, stage: Stage, chosen: dict[str, Job]) -> tuple[
 
 def _progress_args(stage: Stage, index: int, count: int, total: int, start: float) -> list[str]:
     cb = "+hydra.callbacks.overfit_pipeline_progress"
-    return [f"{cb}._target_=overfit.pipeline_run.Progress", f"{cb}.stage={stage.name}", f"{cb}.index={index}",
+    return [f"{cb}._target_=overfit.pipeline.run.Progress", f"{cb}.stage={stage.name}", f"{cb}.index={index}",
             f"{cb}.count={count}", f"{cb}.total={total}", f"{cb}.start={start}"]
 
 
 def _run_sweep(args: list[str]) -> Any:
-    from overfit import sweeps
+    from overfit.tracking import sweeps
 
     saved = sys.argv
     try:
@@ -331,7 +331,7 @@ class Runner:
 
     def select(self, stage: Stage, index: int, count: int) -> Selection:
         from overfit.errors import ConfigError
-        from overfit.tracking import TAG_HASH
+        from overfit.tracking.runs import TAG_HASH
 
         scored = []
         for n in stage.needs:
@@ -381,7 +381,9 @@ class Runner:
         return Evaluation(stage, selection, result, metrics, spread)
 
     def write_report(self, stage: Stage, index: int, count: int) -> Path:
-        from overfit import paths, pipeline_report, tracking
+        from overfit import paths
+        from overfit.pipeline import report as pipeline_report
+        from overfit.tracking import runs as tracking
 
         start = time.time()
         out = paths.project_root() / "reports" / self.pipeline.name
@@ -419,7 +421,7 @@ def run(name: str, args: list[str]) -> int:
     from mlflow.entities import RunStatus
     from mlflow.tracking import MlflowClient
 
-    from overfit import tracking
+    from overfit.tracking import runs as tracking
 
     pipeline, planner, _ = load_and_plan(name, args)
     cfg = planner.any_job().cfg

@@ -22,7 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 if TYPE_CHECKING:
-    from overfit.report import Point
+    from overfit.tracking.report import Point
 
 PARENT_FILE = "mlflow_parent_run_id"
 TAG_SWEEP = "overfit.sweep"
@@ -72,7 +72,7 @@ def open_parent(cfg: DictConfig, overrides: list[str], launcher: str) -> str:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from overfit import tracking
+    from overfit.tracking import runs as tracking
 
     experiment_id = tracking.connect(cfg)
     axes = sweep_axes(overrides)
@@ -100,7 +100,7 @@ def open_parent(cfg: DictConfig, overrides: list[str], launcher: str) -> str:
 
 def close_parent(parent_run_id: str) -> Outcome:
     """Log the sweep's report on its parent, end it FINISHED, say which points failed."""
-    from overfit import report
+    from overfit.tracking import report
 
     points = report.publish(parent_run_id)
     report.close_parent(parent_run_id, "FINISHED")
@@ -137,8 +137,8 @@ def run_point(cfg: DictConfig, overrides: list[str], output_dir: Path) -> dict[s
     """
     parent = parent_run_id()
     if parent is None:
-        from overfit import tracking
-        from overfit.training import train
+        from overfit.tracking import runs as tracking
+        from overfit.training.task import train
 
         result = train(cfg, overrides, output_dir)
         shown = "  ".join(
@@ -148,7 +148,7 @@ def run_point(cfg: DictConfig, overrides: list[str], output_dir: Path) -> dict[s
         print(f"[overfit] store: {tracking.tracking_uri(cfg.tracking)}")
         print(f"[overfit] open the MLflow UI: {tracking.ui_command(tracking.tracking_uri(cfg.tracking))}")
         return result.metrics
-    from overfit import tracking
+    from overfit.tracking import runs as tracking
 
     if not cfg.sweep.rerun:
         found = tracking.find_finished(cfg)
@@ -156,7 +156,7 @@ def run_point(cfg: DictConfig, overrides: list[str], output_dir: Path) -> dict[s
             tracking.link_reused(parent, HydraConfig.get().job.num, found.info.run_id)
             print(f"[overfit] reused finished run {found.info.run_id} for {' '.join(overrides)}", flush=True)
             return dict(found.data.metrics)
-    from overfit.training import train
+    from overfit.training.task import train
 
     try:
         return train(cfg, overrides, output_dir, parent_run_id=parent).metrics
@@ -167,7 +167,7 @@ def run_point(cfg: DictConfig, overrides: list[str], output_dir: Path) -> dict[s
 
 def _reuse_all(task: list[str], jobs: list[DictConfig]) -> Outcome | None:
     """When every point already has a FINISHED run: a parent linking them, nothing launched."""
-    from overfit import tracking
+    from overfit.tracking import runs as tracking
 
     if any(job.sweep.rerun for job in jobs):
         return None
@@ -194,7 +194,8 @@ def run_sweep(args: list[str]) -> Outcome:
     A sweep whose every point already finished launches nothing: its parent
     links the earlier runs. Ctrl-C or SIGTERM ends the parent run KILLED.
     """
-    from overfit import app, config, report
+    from overfit import app, config
+    from overfit.tracking import report
 
     global _last
     _last = None

@@ -26,12 +26,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from overfit import report  # noqa: E402
-from overfit.pipeline_run import Evaluation, Selection, SweepResult, point_label  # noqa: E402
+from overfit.tracking import report  # noqa: E402
+from overfit.pipeline.run import Evaluation, Selection, SweepResult, point_label  # noqa: E402
 
 if TYPE_CHECKING:
-    from overfit.pipeline import Pipeline, Stage
-    from overfit.report import Point
+    from overfit.pipeline.spec import Pipeline, Stage
+    from overfit.tracking.report import Point
 
 SPLITS = report.SPLITS
 

@@ -13,10 +13,10 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from overfit.losses import Loss
-from overfit.models import weight_matrices
-from overfit.optimizers import build_optimizer
-from overfit.regularizers import Regularizer
+from overfit.maths.losses import Loss
+from overfit.training.models import weight_matrices
+from overfit.training.optimizers import build_optimizer
+from overfit.maths.regularizers import Regularizer
 
 EVAL_ELEMENTS = 2**24  # activations per evaluation chunk (64 MB in float32)
 DIVERGENCE_GROWTH = 1e6  # an objective this many times its first value has diverged

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import lightning as L
 import torch
 
-from overfit.datasets import Splits
+from overfit.data.datasets import Splits
 
 class TensorBatches:
     """Batches ``(x[idx], y[idx])`` for consecutive slices of a permutation.

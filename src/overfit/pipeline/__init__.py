@@ -1,0 +1,1 @@
+"""Declarative studies: pipeline files (spec), their stage graph, the plan, the runner and the report."""

@@ -1,0 +1,1 @@
+"""Models, optimizers, the Lightning module and trainer, and the task that trains one point."""
