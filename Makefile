@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml
 run: $(STAMP)  ## the main job: the polynomial-order study, offline, on the embedded default
 	$(VENV)/bin/overfit pipeline run pipelines/polynomial_order.yaml
 
-test: $(STAMP)  ## the default test suite (slow tests excluded)
-	$(PY) -m pytest
+test: $(STAMP)  ## the default test suite (slow tests excluded), one worker per core
+	$(PY) -m pytest -n auto
 
 test-all: $(STAMP)  ## every test, slow ones included
 	$(PY) -m pytest -m ''
@@ -26,11 +26,12 @@ test-all: $(STAMP)  ## every test, slow ones included
 gradcheck: $(STAMP)
 	$(VENV)/bin/overfit gradcheck
 
-ui: $(STAMP)  ## the MLflow UI on the project's store, http://127.0.0.1:5000
-	$$($(VENV)/bin/overfit ui)
+ui: $(STAMP)  ## the MLflow UI on the project's store, http://127.0.0.1:5000 (for a tracking server: its address)
+	$(VENV)/bin/overfit ui --run
 
-bench: $(STAMP)  ## overhead against a bare PyTorch loop; cost of a rerun that reuses everything
+bench: $(STAMP)  ## one point against a bare loop; the 180-point study three ways; a rerun that reuses everything
 	$(PY) benchmarks/bench_training.py
+	$(PY) benchmarks/bench_sweep.py
 	$(PY) benchmarks/bench_reuse.py
 
 clean:

@@ -6,7 +6,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from overfit import cli, config
+from overfit import cli
+from overfit.compose import compose_jobs
 
 
 def all_runs(client: MlflowClient) -> list:
@@ -16,7 +17,7 @@ def all_runs(client: MlflowClient) -> list:
 
 def compose(*overrides: str) -> DictConfig:
     """The config ``overfit train OVERRIDES`` would run (validated)."""
-    return config.compose_jobs(list(overrides), multirun=False)[0]
+    return compose_jobs(list(overrides), multirun=False)[0]
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -27,3 +28,12 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
         code = exc.code if isinstance(exc.code, int) else 1
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def parent_of(out: str) -> str:
+    """The sweep's parent run id from what ``overfit train -m`` printed."""
+    import re
+
+    found = re.findall(r"\[overfit\] sweep ([0-9a-f]{32}):", out)
+    assert found, out
+    return found[-1]

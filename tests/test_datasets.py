@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -208,8 +210,38 @@ def test_corrupt_cifar_is_a_config_error(tmp_path):
     assert err.value.key == "dataset.root"
 
 
-def test_download_true_skips_the_file_check(tmp_path):
+def test_download_true_needs_the_host_not_the_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets, "_unreachable", lambda host, port: None)
     datasets.check(config("mnist", root=str(tmp_path), download=True))
+    monkeypatch.setattr(datasets, "_unreachable", lambda host, port: "timed out")
+    with pytest.raises(ConfigError, match="no network: cannot reach ossci-datasets.s3.amazonaws.com:443") as err:
+        datasets.check(config("mnist", root=str(tmp_path), download=True))
+    assert err.value.key == "dataset.download"
+
+
+def test_the_network_probe_is_bounded_and_cached(monkeypatch):
+    """DNS has no timeout of its own: a resolver that hangs costs NETWORK_TIMEOUT_S once per process, no more."""
+    import socket
+    import threading
+    import time
+
+    hang = threading.Event()
+
+    def hanging(*args, **kwargs):
+        hang.wait(30)
+        raise OSError("released")  # the abandoned probe ends quietly once the test lets it go
+
+    monkeypatch.setattr(socket, "create_connection", hanging)
+    monkeypatch.setattr(datasets, "NETWORK_TIMEOUT_S", 0.2)
+    datasets._unreachable.cache_clear()
+    try:
+        start = time.monotonic()
+        assert "no answer within 0.2 s" in datasets._unreachable("example.invalid", 443)
+        assert datasets._unreachable("example.invalid", 443) is not None
+        assert time.monotonic() - start < 2
+    finally:
+        hang.set()
+        datasets._unreachable.cache_clear()
 
 
 @pytest.mark.parametrize(
@@ -217,6 +249,9 @@ def test_download_true_skips_the_file_check(tmp_path):
     [
         ("nope", {}, "dataset"),
         ("polynomial", dict(noise=-0.1), "dataset.noise"),
+        ("polynomial", dict(noise=float("inf")), "dataset.noise"),
+        ("polynomial", dict(x_max=1e300), "dataset.x_max"),
+        ("polynomial", dict(x_min=float("nan")), "dataset.x_min"),
         ("polynomial", dict(x_min=1.0, x_max=1.0), "dataset.x_min"),
         ("polynomial", dict(target="quartic"), "dataset.target"),
         ("polynomial", dict(n_train=0), "dataset.n_train"),
@@ -247,18 +282,105 @@ def test_check_rejects_bad_values(name, overrides, key):
 
 
 def test_check_accepts_the_defaults(image_root):
-    for name in datasets.DATASETS:
-        datasets.check(config(name))
+    for name in datasets.DATASETS:  # the fake image files hold 200 training images: val_size 5000 would not fit
+        datasets.check(config(name, **({"val_size": 30} if name in IMAGES else {})))
 
 
-def test_n_train_beyond_the_files_fails_at_load(image_root):
-    """The fake files hold 200 training images: the static bound (60000 - val_size) cannot know that."""
+@pytest.mark.parametrize("name", IMAGES)
+def test_sizes_beyond_the_files_fail_at_check(image_root, name):
+    """The fake files hold 200 training images: check reads the count from the files, before any run exists."""
     with pytest.raises(ConfigError, match="170 training points") as err:
-        load("mnist", n_train=171)
+        datasets.check(config(name, val_size=30, n_train=171))
     assert err.value.key == "dataset.n_train"
-    with pytest.raises(ConfigError) as err:
-        load("mnist", val_size=200)
+    with pytest.raises(ConfigError, match="none of the 200 training images") as err:
+        datasets.check(config(name, val_size=200))
     assert err.value.key == "dataset.val_size"
+    assert datasets.train_size(config(name, val_size=30)) == 170
+
+
+def _corrupt(kind: str, data: bytes) -> bytes:
+    """A damaged copy of a valid file's bytes."""
+    import pickle
+    import struct
+
+    if kind == "empty":
+        return b""
+    if kind == "truncated":
+        return data[: len(data) // 2]
+    if kind == "magic":
+        return struct.pack(">I", 0x0D0A0D0A) + data[4:]
+    if kind == "extra":
+        return data + b"\0"
+    if kind == "dims":  # an images header that says 27 columns
+        return data[:12] + struct.pack(">I", 27) + data[16:]
+    if kind == "label":
+        return data[:-1] + bytes([10])
+    if kind == "shape":
+        batch = pickle.loads(data, encoding="latin1")
+        return pickle.dumps({**batch, "data": batch["data"][:, :100]})
+    if kind == "labels":
+        batch = pickle.loads(data, encoding="latin1")
+        return pickle.dumps({**batch, "labels": batch["labels"][:-1]})
+    if kind == "meta":
+        return pickle.dumps({"label_names": ["cat"]})
+    if kind == "code":  # a pickle that would run a command: refused, never executed
+        return b"cos\nsystem\n(S'touch /tmp/overfit-pwned'\ntR."
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize(
+    "name, file, kind, fragment",
+    [
+        ("mnist", "MNIST/raw/train-images-idx3-ubyte", "empty", "empty or truncated"),
+        ("mnist", "MNIST/raw/train-images-idx3-ubyte", "truncated", "its header says"),
+        ("mnist", "MNIST/raw/train-images-idx3-ubyte", "magic", "magic number 0x0d0a0d0a, not 0x00000803"),
+        ("mnist", "MNIST/raw/train-images-idx3-ubyte", "extra", "its header says"),
+        ("mnist", "MNIST/raw/train-images-idx3-ubyte", "dims", "not 28x28"),
+        ("mnist", "MNIST/raw/train-labels-idx1-ubyte", "empty", "empty or truncated"),
+        ("mnist", "MNIST/raw/train-labels-idx1-ubyte", "magic", "not 0x00000801"),
+        ("mnist", "MNIST/raw/t10k-labels-idx1-ubyte", "label", "labels outside 0..9"),
+        ("mnist", "MNIST/raw/t10k-images-idx3-ubyte", "truncated", "t10k-images-idx3-ubyte has"),
+        ("fashion_mnist", "FashionMNIST/raw/train-images-idx3-ubyte", "empty", "empty or truncated"),
+        ("cifar10", "cifar-10-batches-py/data_batch_3", "empty", "not a readable pickle (EOFError)"),
+        ("cifar10", "cifar-10-batches-py/data_batch_1", "truncated", "not a readable pickle"),
+        ("cifar10", "cifar-10-batches-py/test_batch", "shape", "no N x 3072 uint8 'data' array"),
+        ("cifar10", "cifar-10-batches-py/data_batch_5", "labels", "no list of 40 labels"),
+        ("cifar10", "cifar-10-batches-py/batches.meta", "meta", "lacks the 10 label_names"),
+        ("cifar10", "cifar-10-batches-py/data_batch_2", "code", "not a readable pickle (UnpicklingError)"),
+    ],
+)
+def test_corrupt_files_fail_at_check_in_one_line(image_root, name, file, kind, fragment):
+    path = image_root / "data" / file
+    path.write_bytes(_corrupt(kind, path.read_bytes()))
+    for download in (False, True):  # torchvision downloads nothing when the files are there
+        with pytest.raises(ConfigError) as err:
+            datasets.check(config(name, val_size=30, download=download))
+        assert err.value.key == "dataset.root" and fragment in str(err.value) and "corrupt" in str(err.value)
+        assert "\n" not in str(err.value)
+    assert not Path("/tmp/overfit-pwned").exists()
+
+
+def test_image_and_label_counts_must_agree(tmp_path):
+    write_mnist(tmp_path, n_train=200)
+    other = write_mnist(tmp_path / "other", n_train=150)
+    raw = "MNIST/raw/train-labels-idx1-ubyte"
+    (tmp_path / raw).write_bytes((other / raw).read_bytes())
+    with pytest.raises(ConfigError, match="disagree on the number of examples"):
+        datasets.check(config("mnist", root=str(tmp_path), val_size=30))
+
+
+def test_files_are_read_once_while_unchanged(image_root, monkeypatch):
+    """A 180-point sweep validates every point: each file is parsed once per process, again only when it changes."""
+    datasets.check(config("cifar10", val_size=30))
+    calls = []
+    monkeypatch.setattr(datasets, "_cifar_examples", lambda path: calls.append(path) or 40)
+    for _ in range(3):
+        datasets.check(config("cifar10", val_size=30))
+    assert calls == []
+    batch = image_root / "data" / "cifar-10-batches-py" / "data_batch_1"
+    batch.write_bytes(batch.read_bytes() + b".")  # changed size: read again
+    datasets.check(config("cifar10", val_size=30))
+    assert calls == [batch]
 
 
 def test_relative_root_is_relative_to_the_project_not_the_cwd(image_root, tmp_path, monkeypatch):

@@ -65,6 +65,15 @@ def test_plain_function_matches_its_analytic_twin(name: str) -> None:
     torch.testing.assert_close(grad_a, grad_r)
 
 
+@pytest.mark.parametrize("name", losses.LOSSES)
+def test_analytic_runs_the_closed_form(name: str) -> None:
+    # Were analytic=True to fall back to autograd, every analytic == autograd check would pass vacuously.
+    scores, target = batch(name, "classification", torch.float64)
+    scores.requires_grad_()
+    assert type(losses.apply(name, scores, target, analytic=True).grad_fn).__name__ == "ClosedFormBackward"
+    assert type(losses.apply(name, scores, target, analytic=False).grad_fn).__name__ != "ClosedFormBackward"
+
+
 def test_losses_are_means_over_examples() -> None:
     scores, target = batch("multiclass_hinge", "classification", torch.float64)
     for name in ("mse", "l1", "multiclass_hinge"):
@@ -179,6 +188,13 @@ def test_activation_backward_is_the_closed_form(name: str, reference) -> None:
     (auto,) = torch.autograd.grad((reference(x) * upstream).sum(), x)
     torch.testing.assert_close(getattr(activations, name)(x), reference(x))
     torch.testing.assert_close(analytic, auto)
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "softmax"])
+def test_analytic_activation_runs_the_closed_form(name: str) -> None:
+    x = torch.randn(3, 4, requires_grad=True)
+    assert type(activations.apply(name, x, analytic=True).grad_fn).__name__ == "ClosedFormBackward"
+    assert type(activations.apply(name, x, analytic=False).grad_fn).__name__ != "ClosedFormBackward"
 
 
 def test_softmax_vjp_equals_explicit_jacobian() -> None:

@@ -14,51 +14,98 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import all_runs, compose, run_cli
+from helpers import all_runs, compose, parent_of, run_cli
 from overfit.data import datasets
-from overfit.tracking import report, sweeps, runs as tracking
-from overfit.training.task import build_learner
+from overfit.tracking import runs
+from overfit.tracking.points import Point, best, collect
+from overfit.tracking.reap import reap
+from overfit.tracking.store import Store
+from overfit.training.module import build_learner
 
 
-ORDERS = ("dataset=polynomial", "model=linear", "loss=mse", "features=polynomial", "features.order=1,2,3,4,12")
+ORDERS = ("dataset=polynomial", "model=linear", "loss=mse", "features=polynomial", "features.order=1,2,3,4,12",
+          "trainer.max_epochs=40")
 
 
 def children(store, parent_id: str) -> list:
     return [r for r in all_runs(store) if r.data.tags.get("mlflow.parentRunId") == parent_id]
 
 
-def by_order(points: list[report.Point]) -> dict[int, report.Point]:
+def points_of(root: Path, parent_id: str) -> tuple[dict[str, list[str]], list[Point]]:
+    return collect(Store(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"), parent_id)
+
+
+def by_order(points: list[Point]) -> dict[int, Point]:
     return {int(p.values["features.order"]): p for p in points}
 
 
 def test_order_sweep_is_one_parent_with_a_child_per_point(root: Path, store, capsys) -> None:
     code, out, err = run_cli(capsys, "train", "-m", *ORDERS)
     assert code == 0, err
-    parent_id = sweeps._last.parent_run_id
+    parent_id = parent_of(out)
     kids = children(store, parent_id)
     assert len(kids) == 5 and all(k.info.status == "FINISHED" for k in kids)
-    assert store.get_run(parent_id).info.status == "FINISHED"
-    assert store.get_run(parent_id).data.params["sweep.features.order"] == "1,2,3,4,12"
+    parent = store.get_run(parent_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["sweep.features.order"] == "1,2,3,4,12"
+    assert parent.info.run_name == "sweep features.order=1…12"
+    assert sorted(k.info.run_name for k in kids) == sorted(f"features.order={o}" for o in (1, 2, 3, 4, 12))
     files = {a.path for a in store.list_artifacts(parent_id, "report")}
     assert {"report/summary.csv", "report/summary.md", "report/curves_features_order.png"} <= files
 
-    points = by_order(report.collect(store, parent_id)[1])
+    points = by_order(points_of(root, parent_id)[1])
     test = {k: p.error("test") for k, p in points.items()}
     train = {k: p.error("train") for k, p in points.items()}
     assert min(test, key=test.get) in (3, 4)
     assert train[12] < train[3] < train[1]
     assert test[12] > test[3]
 
+    # The parent says who won, in its description and its own metrics (one clear name each).
+    winner = best(list(points.values()))
+    note = parent.data.tags["mlflow.note.content"]
+    assert f"Best by validation error: [features.order={winner.values['features.order']}]" in note
+    assert f"/runs/{winner.run_id})" in note and note.count("| [features.order=") == 5
+    assert parent.data.tags["best.run_id"] == winner.run_id
+    assert parent.data.metrics["test/error"] == pytest.approx(winner.error("test"))
+    assert not [k for k in parent.data.metrics if k.count("/") > 1 or k.startswith("best")]
+
     # The same sweep again trains nothing: a new parent links the finished runs.
     code, out, _ = run_cli(capsys, "train", "-m", *ORDERS)
-    assert code == 0 and out.count("reused finished run") == 5
-    again = sweeps._last.parent_run_id
+    assert code == 0 and "every one of the 5 points finished earlier" in out
+    again = parent_of(out)
     assert children(store, again) == []
-    assert {p.run_id for p in report.collect(store, again)[1]} == {k.info.run_id for k in kids}
+    assert {p.run_id for p in points_of(root, again)[1]} == {k.info.run_id for k in kids}
 
     # sweep.rerun=true trains every point again.
-    code, _, _ = run_cli(capsys, "train", "-m", *ORDERS, "sweep.rerun=true")
-    assert code == 0 and len(children(store, sweeps._last.parent_run_id)) == 5
+    code, out, _ = run_cli(capsys, "train", "-m", *ORDERS, "sweep.rerun=true")
+    assert code == 0 and len(children(store, parent_of(out))) == 5
+
+
+def test_reuse_key_includes_the_code_that_computes_results(root: Path, store, capsys, tmp_path, monkeypatch) -> None:
+    """Editing a loss formula retrains the same sweep; editing the README or the report code does not."""
+    import shutil
+
+    from overfit.tracking import fingerprint
+
+    copy = tmp_path / "overfit"
+    shutil.copytree(fingerprint.PACKAGE, copy)
+    monkeypatch.setattr(fingerprint, "PACKAGE", copy)
+    sweep = ("features=polynomial", "features.order=1,3", "trainer.max_epochs=5")
+
+    def trained() -> int:
+        fingerprint._fingerprint.cache_clear()
+        code, out, err = run_cli(capsys, "train", "-m", *sweep)
+        assert code == 0, err
+        return len(children(store, parent_of(out)))
+
+    assert trained() == 2
+    (copy / "tracking" / "report.py").write_text((copy / "tracking" / "report.py").read_text() + "\n# a comment\n")
+    (tmp_path / "README.md").write_text("unrelated")
+    assert trained() == 0
+    losses = copy / "maths" / "losses.py"
+    assert "(y - s) ** 2" in losses.read_text()
+    losses.write_text(losses.read_text().replace("(y - s) ** 2", "(s - y) ** 2"))
+    assert trained() == 2
 
 
 def _exact_objective(cfg) -> float:
@@ -81,31 +128,33 @@ def _exact_objective(cfg) -> float:
     ids=["defaults", "legendre-lbfgs-ridge"],
 )
 def test_every_point_reaches_its_least_squares_optimum(extra: tuple[str, ...], root: Path, store, capsys) -> None:
-    code, _, err = run_cli(capsys, "train", "-m", *ORDERS, *extra)
+    code, out, err = run_cli(capsys, "train", "-m", *ORDERS, *extra)
     assert code == 0, err
-    for point in report.collect(store, sweeps._last.parent_run_id)[1]:
-        cfg = compose(*ORDERS[:-1], f"features.order={point.values['features.order']}", *extra)
+    for point in points_of(root, parent_of(out))[1]:
+        cfg = compose(*[o for o in ORDERS if not o.startswith("features.order=")],
+                      f"features.order={point.values['features.order']}", *extra)
         exact = _exact_objective(cfg)
         assert point.metrics["train/objective"] <= exact * 1.01 + 1e-9, point.label
 
 
 def test_lambda_sweep_at_order_12_falls_then_rises(root: Path, store, capsys) -> None:
-    code, _, err = run_cli(
+    code, out, err = run_cli(
         capsys, "train", "-m", "features=polynomial", "features.order=12", "features.basis=legendre",
         "optimizer=lbfgs", "regularizer=l2", "regularizer.strength=0,0.001,0.1,10",
     )
     assert code == 0, err
-    points = report.collect(store, sweeps._last.parent_run_id)[1]
+    points = points_of(root, parent_of(out))[1]
     test = {float(p.values["regularizer.strength"]): p.error("test") for p in points}
     assert test[0.1] < test[0.001] < test[0.0]
     assert test[10.0] > test[0.1]
-    assert report.best(points).values["regularizer.strength"] == "0.1"
+    assert best(points).values["regularizer.strength"] == "0.1"
+    assert sorted(p.name for p in points) == ["λ=0", "λ=0.001", "λ=0.1", "λ=10"]
 
 
 def test_a_diverging_point_fails_alone_and_the_sweep_says_so(root: Path, store, capsys) -> None:
-    code, out, err = run_cli(capsys, "train", "-m", "optimizer.lr=0.01,1e6")
+    code, out, err = run_cli(capsys, "train", "-m", "optimizer.lr=0.01,1e6", "trainer.max_epochs=20")
     assert code == 1
-    kids = {r.data.params["optimizer.lr"]: r for r in children(store, sweeps._last.parent_run_id)}
+    kids = {r.data.params["optimizer.lr"]: r for r in children(store, parent_of(out))}
     assert kids["0.01"].info.status == "FINISHED"
     assert kids["1000000.0"].info.status == "FAILED"
     assert kids["1000000.0"].data.tags["failure"] == "diverged"
@@ -113,7 +162,7 @@ def test_a_diverging_point_fails_alone_and_the_sweep_says_so(root: Path, store, 
 
 
 def test_a_raising_point_fails_with_its_reason_and_the_others_run(root: Path, store, capsys, monkeypatch) -> None:
-    import overfit.training.task as training
+    import overfit.training.module as training
 
     real = training.build_learner
 
@@ -123,32 +172,37 @@ def test_a_raising_point_fails_with_its_reason_and_the_others_run(root: Path, st
         return real(cfg, splits)
 
     monkeypatch.setattr(training, "build_learner", flaky)
-    code, out, _ = run_cli(capsys, "train", "-m", "optimizer.lr=0.1,0.3,0.2", "trainer.max_epochs=3")
+    code, out, _ = run_cli(capsys, "train", "-m", "optimizer.lr=0.1,0.3,0.2", "trainer.max_epochs=3",
+                           "sweep.vectorize=false")
     assert code == 1
-    kids = {k.data.params["optimizer.lr"]: k for k in children(store, sweeps._last.parent_run_id)}
+    kids = {k.data.params["optimizer.lr"]: k for k in children(store, parent_of(out))}
     assert kids["0.1"].info.status == kids["0.2"].info.status == "FINISHED"
     assert kids["0.3"].info.status == "FAILED"
     assert kids["0.3"].data.tags["failure"] == "error"
     assert kids["0.3"].data.tags["failure.reason"] == "RuntimeError: boom at lr 0.3"
-    assert "optimizer.lr=0.3: FAILED — RuntimeError: boom at lr 0.3" in out
+    assert "optimizer.lr=0.3: FAILED (error) — RuntimeError: boom at lr 0.3" in out
 
 
 def test_training_set_size_is_a_sweep_axis(root: Path, store, capsys) -> None:
-    code, _, err = run_cli(capsys, "train", "-m", "features=polynomial", "dataset.n_train=10,40,160")
+    code, out, err = run_cli(capsys, "train", "-m", "features=polynomial", "dataset.n_train=10,40,160",
+                             "trainer.max_epochs=30")
     assert code == 0, err
-    axes, points = report.collect(store, sweeps._last.parent_run_id)
+    axes, points = points_of(root, parent_of(out))
     assert axes == {"dataset.n_train": ["10", "40", "160"]}
     assert all(p.status == "FINISHED" for p in points)
-    assert {a.path for a in store.list_artifacts(sweeps._last.parent_run_id, "report")} >= {
+    assert {a.path for a in store.list_artifacts(parent_of(out), "report")} >= {
         "report/curves_dataset_n_train.png"
     }
 
 
 def test_two_axes_give_one_curve_per_value_of_the_other(root: Path, store, capsys, tmp_path) -> None:
-    code, _, err = run_cli(capsys, "train", "-m", "features=polynomial", "features.order=1,3",
-                           "optimizer.lr=0.1,0.3", "trainer.max_epochs=5")
+    code, out, err = run_cli(capsys, "train", "-m", "features=polynomial", "features.order=1,3",
+                             "optimizer.lr=0.1,0.3", "trainer.max_epochs=5")
     assert code == 0, err
-    parent = sweeps._last.parent_run_id
+    parent = parent_of(out)
+    assert store.get_run(parent).info.run_name == "sweep features.order=1,3 × lr=0.1,0.3"
+    assert sorted(k.info.run_name for k in children(store, parent)) == [
+        "features.order=1 lr=0.1", "features.order=1 lr=0.3", "features.order=3 lr=0.1", "features.order=3 lr=0.3"]
     # `overfit report` rebuilds the same files from the store alone.
     code, out, err = run_cli(capsys, "report", parent, "--out", str(tmp_path / "rebuilt"))
     assert code == 0, err
@@ -172,7 +226,7 @@ def test_reap_marks_runs_of_dead_processes_killed(root: Path, store) -> None:
     orphan = store.create_run(experiment, tags={"host": host, "pid": str(dead.pid)}).info.run_id
     alive = store.create_run(experiment, tags={"host": host, "pid": str(os.getpid())}).info.run_id
     remote = store.create_run(experiment, tags={"host": "elsewhere", "pid": str(dead.pid)}).info.run_id
-    assert tracking.reap(store) == [orphan]
+    assert reap(Store(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")) == [orphan]
     assert store.get_run(orphan).info.status == "KILLED"
     assert store.get_run(orphan).data.tags["failure"] == "killed"
     assert store.get_run(alive).info.status == "RUNNING"
@@ -211,9 +265,9 @@ def test_joblib_workers_on_a_fresh_store(tmp_path: Path, monkeypatch) -> None:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
-    runs = all_runs(client)
-    (parent,) = [r for r in runs if r.data.tags.get(sweeps.TAG_SWEEP)]
-    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    found = all_runs(client)
+    (parent,) = [r for r in found if r.data.tags.get(runs.TAG_KIND) == "sweep"]
+    kids = [r for r in found if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(kids) == 5 and all(k.info.status == "FINISHED" for k in kids)
     assert all(not math.isnan(k.data.metrics.get("test/error", math.nan)) for k in kids)
 
@@ -227,9 +281,8 @@ def test_submitit_jobs_find_their_parent(root: Path, store) -> None:
         capture_output=True, text=True, timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    runs = all_runs(store)
-    (parent,) = [r for r in runs if r.data.tags.get(sweeps.TAG_SWEEP)]
-    assert parent.data.tags["launcher"] == "LocalLauncher"  # hydra_plugins.hydra_submitit_launcher
+    (parent,) = [r for r in all_runs(store) if r.data.tags.get(runs.TAG_KIND) == "sweep"]
+    assert parent.data.tags["launcher"] == "submitit_local"
     kids = children(store, parent.info.run_id)
     assert sorted(k.data.params["features.order"] for k in kids) == ["1", "3"]
     assert all(k.info.status == "FINISHED" for k in kids)

@@ -2,4 +2,5 @@
 
 from overfit.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # guarded: worker processes started with "spawn" import this module too
+    raise SystemExit(main())

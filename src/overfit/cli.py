@@ -1,7 +1,10 @@
 """``overfit``: the command line. Thin: each command hands over to its module.
 
 Heavy libraries (Lightning, torchvision, MLflow) are imported only by the
-commands that need them, so ``overfit --help`` answers at once.
+commands that need them, so ``overfit --help`` answers at once. Every failure a
+user can cause or meet is one line: bad input exits 2 before anything runs, a
+store that cannot be used or a run that failed exits 1, a signal exits 128 + its
+number after the runs are closed.
 """
 
 from __future__ import annotations
@@ -16,33 +19,70 @@ USAGE = """usage: overfit COMMAND [ARGS]
 commands:
   train [overrides]        train one configuration (Hydra overrides, e.g. dataset=digits model=mlp)
   train -m [sweep]         sweep: one MLflow parent run, one child per point (e.g. features.order=1,3,12)
+  train -m [sweep] --detach [--begin TIME]
+                           submit the sweep to SLURM and return; a driver job finishes it (report, status)
+  sweep status|cancel RUN  a sweep's or pipeline's points from MLflow and SLURM; cancel its jobs, runs KILLED
   report RUN_ID            rebuild a sweep's summary table and generalization curves from the store
-  runs reap                mark runs left RUNNING by a dead process as KILLED
+  runs reap                mark runs whose process or SLURM job is gone as KILLED
   pipeline run|show|list   declarative studies from pipelines/*.yaml
   gradcheck                analytic vs autograd vs finite-difference gradients
   ui                       print the command that opens the MLflow UI on this project's store
 
-`overfit train --help` shows every config group and option.
+`overfit train --help` shows every config group, option and key.
 """
-
-HYDRA_INFO_FLAGS = ("-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "--version", "--shell-completion", "-sc")
 
 
 def _train(args: list[str]) -> int:
-    from overfit import app, config
-    from overfit.tracking import sweeps
+    from overfit import app, help as train_help
 
-    if any(a in HYDRA_INFO_FLAGS for a in args):  # --help, --cfg job, ...: Hydra answers
-        sys.argv = ["overfit train", *args]
-        app.main()
+    if any(a in ("-h", "--help") for a in args):
+        print(train_help.text())
         return 0
-    if "-m" in args or "--multirun" in args:
-        sweeps.run_sweep(args)
-        return sweeps.report_outcome()
-    config.compose_jobs(args, multirun=False)
-    sys.argv = ["overfit train", *args]
-    app.main()
-    return 0
+    if any(a in ("-c", "--cfg") for a in args):
+        print(train_help.config(args))
+        return 0
+    from overfit import multirun
+    from overfit.cluster import detach as driver
+
+    args, detach = _flag(args, "--detach", takes_value=False)
+    args, begin = _flag(args, "--begin")
+    args, scheduled = _flag(args, driver.FLAG_RUN)
+    sweeping = "-m" in args or "--multirun" in args
+    if (detach or begin) and not sweeping:
+        raise ConfigError("--detach" if detach else "--begin", "schedules a sweep", "overfit train -m SWEEP --detach "
+                          "[--begin TIME]")
+    if sweeping:
+        task_args = [a for a in args if a not in ("-m", "--multirun")]
+        if detach:
+            multirun.detach(task_args, begin or None)
+            return 0
+        task_args = driver.slurm_args(task_args, begin, "--begin") if begin else task_args
+        return app.print_outcome(multirun.sweep(task_args, scheduled=scheduled or None))
+    result, uri = app.run(args)
+    app.print_run(result, uri)
+    return 0 if result.status == "FINISHED" else 1
+
+
+def _flag(args: list[str], flag: str, takes_value: bool = True) -> tuple[list[str], str]:
+    """``args`` without ``flag`` (``--flag VALUE``, ``--flag=VALUE``, or bare), and its value ("1" bare, "" absent)."""
+    rest, value = [], ""
+    items = iter(args)
+    for arg in items:
+        if arg == flag:
+            value = next(items, "") if takes_value else "1"
+            if not value:
+                raise ConfigError(flag, "needs a value", f"{flag} VALUE")
+        elif takes_value and arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    return rest, value
+
+
+def _sweep(args: list[str]) -> int:
+    from overfit.cluster import control
+
+    return control.main(args)
 
 
 def _gradcheck(args: list[str]) -> int:
@@ -58,22 +98,21 @@ def _report(args: list[str]) -> int:
 
 
 def _runs(args: list[str]) -> int:
-    from overfit.tracking import runs as tracking
+    from overfit.tracking import reap
 
-    return tracking.runs_main(args)
+    return reap.main(args)
 
 
 def _pipeline(args: list[str]) -> int:
-    from overfit.pipeline import spec as pipeline
+    from overfit.pipeline import cli as pipeline_cli
 
-    return pipeline.main(args)
+    return pipeline_cli.main(args)
 
 
 def _ui(args: list[str]) -> int:
-    from overfit.tracking import runs as tracking
+    from overfit.tracking import ui
 
-    print(tracking.ui_command())
-    return 0
+    return ui.main(args)
 
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
@@ -82,6 +121,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "report": _report,
     "runs": _runs,
     "pipeline": _pipeline,
+    "sweep": _sweep,
     "ui": _ui,
 }
 
@@ -100,6 +140,28 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"overfit: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the runs are already closed KILLED
-        print("overfit: interrupted", file=sys.stderr)
+    except BaseException as exc:
+        return _failed(exc)
+
+
+def _failed(exc: BaseException) -> int:
+    """Known endings as one line and an exit code; anything else is a bug and keeps its traceback."""
+    from overfit.cluster.slurm import SlurmError
+    from overfit.tracking.store import StoreError
+    from overfit.training.module import Diverged
+    from overfit.interrupts import Interrupted
+
+    if isinstance(exc, Interrupted):
+        print(f"overfit: interrupted by {exc}; the run is closed KILLED and resumes from its last checkpoint "
+              "when the same command runs again", file=sys.stderr)
+        return exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        print("overfit: interrupted (Ctrl-C)", file=sys.stderr)
         return 130
+    if isinstance(exc, (StoreError, SlurmError)):
+        print(f"overfit: error: {exc}", file=sys.stderr)
+        return 1
+    if isinstance(exc, Diverged):
+        print(f"overfit: the run diverged ({exc}); it is recorded FAILED with failure=diverged", file=sys.stderr)
+        return 1
+    raise exc

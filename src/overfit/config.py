@@ -8,11 +8,14 @@ config; it runs for every job of a sweep before any MLflow run exists.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+import re
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from overfit.data import datasets
 from overfit.maths import features, losses, regularizers
@@ -148,6 +151,8 @@ class TrainerConfig:
     precision: str = "32-true"
     deterministic: bool = False
     checkpoint: bool = True
+    checkpoint_every_n_epochs: int = 50
+    checkpoint_every_seconds: float = 60.0
     progress_bar: bool = False
     eval_every_n_epochs: int = 1
 
@@ -190,26 +195,103 @@ def register() -> None:
     """Store every schema as ``schema/<group>/<name>`` for the YAML files to extend.
 
     Also registers ``${project_root:}``, so Hydra's output folders never depend
-    on the working directory.
+    on the working directory, and ``hydra/launcher=slurm``'s schema and resolvers.
     """
     from overfit import paths
+    from overfit.cluster import schema
 
     OmegaConf.register_new_resolver("project_root", lambda: str(paths.project_root()), replace=True)
     cs = ConfigStore.instance()
     for group, nodes in SCHEMAS.items():
         for name, node in nodes.items():
             cs.store(group=f"schema/{group}", name=name, node=node)
+    schema.register()
+
+
+MAX_SEED = 2**32 - 1  # the largest seed numpy and Lightning's seed_everything accept
+# The experiment name becomes a folder under the artifact store: no separators, no leading dot, no control characters.
+EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_. -]{0,199}")
+EXPERIMENT_ALLOWED = "letters, digits, _ . - and spaces, not starting with . - or a space, at most 200 characters"
+RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # an MLflow run id (it ends up in search filters)
 
 
 def validate(cfg: DictConfig) -> None:
-    """Reject impossible values; each check raises one :class:`ConfigError`."""
+    """Reject impossible values, unknown keys and what this machine cannot run; each check raises one ConfigError."""
+    _check_keys(cfg)
+    _check_top_level(cfg)
+    try:
+        _check_groups(cfg)
+    except (ConfigAttributeError, ConfigKeyError) as err:  # e.g. optimizer.name=lbfgs on the sgd option
+        group = str(err.full_key).split(".")[0]
+        if group not in SCHEMAS:
+            raise
+        name = cfg[group].get("name")
+        problem = f"{name!r} needs {err.full_key}, which the composed {group} option lacks"
+        raise ConfigError(f"{group}.name", problem, f"choose the option itself: {group}={name}") from err
+
+
+@functools.cache
+def _declared() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The top-level and ``sweep`` keys conf/train.yaml declares; ``hydra`` lives in Hydra's own view only."""
+    from overfit import paths
+
+    own = OmegaConf.load(paths.config_dir() / "train.yaml")
+    top = tuple(key for key in own if key not in ("defaults", "hydra"))
+    return (*SCHEMAS, *top), tuple(own.get("sweep") or ())
+
+
+def _check_keys(cfg: DictConfig) -> None:
+    """Keys added with ``+`` must exist in conf/train.yaml or the option's schema: nothing is silently ignored."""
+    top, sweep = _declared()
+    for key in cfg:
+        if key not in (*top, "hydra"):
+            raise ConfigError(str(key), "unknown top-level key", ", ".join(top))
+    for key in top:
+        if key not in cfg:
+            raise ConfigError(key, "is missing (a ~ override removed it)", "a value: conf/train.yaml sets the default")
+    for group in SCHEMAS:
+        node = cfg[group]
+        schema = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
+        if not is_dataclass(schema):
+            raise ConfigError(group, f"got {node!r}", "an option of conf/" + group)
+        known = [f.name for f in fields(schema)]
+        for key in node:
+            if key not in known:
+                raise ConfigError(f"{group}.{key}", f"no such key for {node.get('name', group)!r}", ", ".join(known))
+    if not isinstance(cfg.sweep, DictConfig):
+        raise ConfigError("sweep", f"got {cfg.sweep!r}", "its keys: " + ", ".join(sweep))
+    for key in cfg.sweep:
+        if key not in sweep:
+            raise ConfigError(f"sweep.{key}", "unknown key", ", ".join(sweep))
+
+
+def _check_top_level(cfg: DictConfig) -> None:
+    """seed, experiment_name and sweep.*: plain keys of conf/train.yaml that no schema types."""
+    seed = cfg.seed
+    if type(seed) is not int or not 0 <= seed <= MAX_SEED:
+        raise ConfigError("seed", f"got {seed!r}", f"an integer in [0, {MAX_SEED}]")
+    name = cfg.experiment_name
+    if not isinstance(name, str) or not EXPERIMENT_NAME.fullmatch(name):
+        raise ConfigError("experiment_name", f"got {name!r}", EXPERIMENT_ALLOWED)
+    for flag in ("rerun", "vectorize"):
+        if not isinstance(cfg.sweep.get(flag), bool):
+            raise ConfigError(f"sweep.{flag}", f"got {cfg.sweep.get(flag)!r}", "true or false")
+    parent = cfg.sweep.get("parent_run_id")
+    if parent is not None and not (isinstance(parent, str) and RUN_ID.fullmatch(parent)):
+        raise ConfigError("sweep.parent_run_id", f"got {parent!r}", "null or an MLflow run id")
+
+
+def _check_groups(cfg: DictConfig) -> None:
+    """Each group's own check, then what needs several groups: do data, features, model and optimizer fit in memory."""
     datasets.check(cfg.dataset)
-    features.check(cfg.features, datasets.INPUT_DIMS[cfg.dataset.name])
+    d, n_train = datasets.INPUT_DIMS[cfg.dataset.name], datasets.train_size(cfg.dataset)
+    memory = datasets.memory_budget()
+    features.check(cfg.features, d, n_train, memory)
     models.check(cfg.model)
     regularizers.check(cfg.regularizer)
-    optimizers.check(cfg.optimizer)
-    task = datasets.TASKS[cfg.dataset.name]
-    num_classes = datasets.NUM_CLASSES.get(cfg.dataset.name)
+    task, num_classes = datasets.TASKS[cfg.dataset.name], datasets.NUM_CLASSES.get(cfg.dataset.name)
+    width, outputs = features.width(cfg.features, d), num_classes or 1
+    optimizers.check(cfg.optimizer, models.parameter_count(cfg.model, width, outputs), memory)
     losses.check(cfg.loss, task, num_classes)
     trainer.check(cfg.trainer)
     if cfg.features.name == "seed_transform" and cfg.dataset.get("standardize", False):
@@ -218,73 +300,4 @@ def validate(cfg: DictConfig) -> None:
             "seed_transform works on the raw coordinates of the toy example",
             "false with features=seed_transform",
         )
-
-
-def flatten(cfg: DictConfig, prefix: str = "") -> dict[str, Any]:
-    """``{"optimizer.lr": 0.1, ...}``: the resolved config as MLflow params."""
-    out: dict[str, Any] = {}
-    for key, value in cfg.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, DictConfig):
-            out.update(flatten(value, f"{name}."))
-        elif isinstance(value, ListConfig):
-            out[name] = OmegaConf.to_container(value)
-        else:
-            out[name] = value
-    return out
-
-
-def _one_line(exc: Exception) -> ConfigError:
-    """Hydra's and OmegaConf's multi-line composition errors as one ConfigError."""
-    from hydra.errors import MissingConfigException
-    from omegaconf.errors import OmegaConfBaseException
-
-    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file:
-        group, _, option = exc.missing_cfg_file.rpartition("/")
-        options = ", ".join(sorted(exc.options or [])) or None
-        return ConfigError(group or option, f"unknown option {option!r}", options)
-    cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else exc
-    key = getattr(cause, "full_key", None)
-    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
-    if isinstance(cause, OmegaConfBaseException) and key:
-        problem = next((ln for ln in lines if not ln.startswith(("full_key", "object_type", "reference_type"))), lines[0])
-        node = getattr(cause, "parent_node", None)
-        if "not in" in problem and isinstance(node, DictConfig):
-            option = node.get("name", "this option")
-            return ConfigError(key, f"no such key for {option!r}", ", ".join(map(str, node.keys())))
-        return ConfigError(key, problem)
-    return ConfigError("overrides", " ".join(lines[:2]))
-
-
-def compose_jobs(overrides: list[str], multirun: bool) -> list[DictConfig]:
-    """Compose and validate every job a command would launch, before anything runs.
-
-    A sweep is expanded the way Hydra's basic sweeper expands it, so a bad value
-    in any sweep point stops the whole sweep before its parent run exists.
-    """
-    from hydra import compose, initialize_config_dir
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from overfit import paths
-
-    register()
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except HydraException as exc:  # a typo in the command line
-        raise _one_line(exc) from exc
-    jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch] if multirun else [overrides]
-    composed = []
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(paths.config_dir()), version_base="1.3", job_name="train"):
-        for job in jobs:
-            try:
-                cfg = compose(config_name="train", overrides=list(job))
-            except (HydraException, OmegaConfBaseException) as exc:
-                raise _one_line(exc) from exc
-            validate(cfg)
-            composed.append(cfg)
-    return composed
+    models.check_fit(cfg.model, width, outputs, n_train, cfg.optimizer.batch_size, memory)

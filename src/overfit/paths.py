@@ -22,6 +22,11 @@ def config_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "conf"
 
 
+def config_groups() -> tuple[str, ...]:
+    """The config groups users pick options from: the folders of ``conf/``."""
+    return tuple(sorted(d.name for d in config_dir().iterdir() if d.is_dir() and d.name != "hydra"))
+
+
 def resolve(path: str | os.PathLike[str]) -> Path:
     """A user path: absolute as given, relative ones against the project root."""
     p = Path(path).expanduser()

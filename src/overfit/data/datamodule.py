@@ -15,16 +15,19 @@ import torch
 
 from overfit.data.datasets import Splits
 
+
 class TensorBatches:
     """Batches ``(x[idx], y[idx])`` for consecutive slices of a permutation.
 
     ``batch_size=None`` yields the whole set as one batch (gradient descent).
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int | None, shuffle: bool) -> None:
+    def __init__(
+        self, x: torch.Tensor, y: torch.Tensor, batch_size: int | None, generator: torch.Generator | None = None
+    ) -> None:
         self.x, self.y = x, y
         self.batch_size = batch_size or len(x)
-        self.shuffle = shuffle
+        self.generator = generator  # None: in order (evaluation); a generator: shuffled each epoch
 
     def __len__(self) -> int:
         return math.ceil(len(self.x) / self.batch_size)
@@ -34,8 +37,8 @@ class TensorBatches:
         if self.batch_size >= n:
             yield self.x, self.y
             return
-        if self.shuffle:
-            order = torch.randperm(n, device=self.x.device)
+        if self.generator is not None:
+            order = torch.randperm(n, device=self.x.device, generator=self.generator)
             for idx in order.split(self.batch_size):
                 yield self.x[idx], self.y[idx]
         else:
@@ -50,19 +53,34 @@ class TensorDataModule(L.LightningDataModule):
     through Lightning's test loop once, at the end.
     """
 
-    def __init__(self, splits: Splits, batch_size: int | None, eval_batch: int) -> None:
+    def __init__(self, splits: Splits, batch_size: int | None, eval_batch: int, seed: int) -> None:
         super().__init__()
         self.splits = splits
         self.batch_size = batch_size
         self.eval_batch = eval_batch
+        self.seed = seed
+        self.generator: torch.Generator | None = None
 
     def setup(self, stage: str) -> None:
-        self.splits = self.splits.to(self.trainer.strategy.root_device)
+        device = self.trainer.strategy.root_device
+        self.splits = self.splits.to(device)
+        if self.generator is None:  # its own stream, seeded by the config: resumable, and the same for a batched sweep
+            self.generator = torch.Generator(device).manual_seed(self.seed)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The shuffling stream's state, so a resumed run draws the permutations it would have drawn."""
+        return {} if self.generator is None else {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if "generator" in state:
+            device = self.trainer.strategy.root_device if self.trainer is not None else "cpu"
+            self.generator = torch.Generator(device)
+            self.generator.set_state(state["generator"])
 
     def train_dataloader(self) -> TensorBatches:
         s = self.splits
-        return TensorBatches(s.x_train, s.y_train, self.batch_size, shuffle=True)
+        return TensorBatches(s.x_train, s.y_train, self.batch_size, self.generator)
 
     def test_dataloader(self) -> TensorBatches:
         s = self.splits
-        return TensorBatches(s.x_test, s.y_test, self.eval_batch, shuffle=False)
+        return TensorBatches(s.x_test, s.y_test, self.eval_batch)

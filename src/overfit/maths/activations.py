@@ -9,9 +9,15 @@ the closed forms with autograd:
 The softmax Jacobian is never built (N×C×C); its vector-Jacobian product is
 
     (gᵀD)_b = Σ_a g_a p_a (δ_ab − p_b) = p_b (g_b − Σ_a g_a p_a).
+
+:class:`ClosedForm` is the one autograd Function behind these and the losses'
+closed forms: a formula is a forward and its vector-Jacobian product, nothing more.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -21,43 +27,37 @@ from overfit.errors import ConfigError
 
 OUTPUTS = ("identity", "sigmoid", "softmax")
 
+# vjp(g, output, *inputs): one gradient per input (None for one that needs none), g = ∂L/∂output.
+VJP = Callable[..., Sequence[Tensor | None]]
 
-class _Sigmoid(torch.autograd.Function):
+
+class ClosedForm(torch.autograd.Function):
+    """`ClosedForm.apply(forward, vjp, *inputs)`: forward(*inputs), differentiated by the hand-written vjp."""
+
     @staticmethod
-    def forward(ctx: FunctionCtx, x: Tensor) -> Tensor:
-        p = torch.sigmoid(x)
-        ctx.save_for_backward(p)
-        return p
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: FunctionCtx, g: Tensor) -> Tensor:
-        (p,) = ctx.saved_tensors
-        return g * p * (1 - p)
-
-
-class _Softmax(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: FunctionCtx, x: Tensor) -> Tensor:
-        p = torch.softmax(x, dim=-1)
-        ctx.save_for_backward(p)
-        return p
+    def forward(ctx: FunctionCtx, forward: Callable[..., Tensor], vjp: VJP, *inputs: Tensor) -> Tensor:
+        output = forward(*inputs)
+        ctx.vjp = vjp
+        ctx.save_for_backward(output, *inputs)
+        return output
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: FunctionCtx, g: Tensor) -> Tensor:
-        (p,) = ctx.saved_tensors
-        return p * (g - (g * p).sum(dim=-1, keepdim=True))
+    def backward(ctx: FunctionCtx, g: Tensor) -> tuple[Tensor | None, ...]:
+        output, *inputs = ctx.saved_tensors
+        return None, None, *ctx.vjp(g, output, *inputs)  # forward and vjp get no gradient
 
 
 def sigmoid(x: Tensor) -> Tensor:
-    """σ(x) elementwise, backward σ(1 − σ)."""
-    return _Sigmoid.apply(x)
+    """σ(x) elementwise, backward g ⊙ σ(1 − σ)."""
+    return ClosedForm.apply(torch.sigmoid, lambda g, p, _: (g * p * (1 - p),), x)
 
 
 def softmax(x: Tensor) -> Tensor:
     """Softmax over the last (class) dimension, backward p ⊙ (g − ⟨g, p⟩)."""
-    return _Softmax.apply(x)
+    return ClosedForm.apply(
+        partial(torch.softmax, dim=-1), lambda g, p, _: (p * (g - (g * p).sum(dim=-1, keepdim=True)),), x
+    )
 
 
 def apply(name: str, scores: Tensor, analytic: bool) -> Tensor:

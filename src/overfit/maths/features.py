@@ -33,6 +33,7 @@ FEATURES = ("identity", "polynomial", "seed_transform")
 BASES = ("orthonormal", "legendre", "monomial")
 MAX_FEATURES = 10_000_000  # beyond this the linear layer alone would not fit in memory
 MAX_ORTHONORMAL = 4096  # whitening needs the P×P covariance and its eigenvectors
+MAX_ORDER = 1000  # the Legendre recursion takes `order` steps on every batch
 
 
 def polynomial_terms(d: int, k: int) -> int:
@@ -152,15 +153,20 @@ class Orthonormal(nn.Module):
         return f"out_features={self.out_features} (of {self.polynomial.out_features})"
 
 
-def check(cfg: Any, d: int | None = None) -> None:
-    """Validation before any data is loaded; with the input dimension d, the sizes too."""
+def check(cfg: Any, d: int | None = None, rows: int | None = None, memory: int | None = None) -> None:
+    """Validation before any data is loaded; with the input dimension d, the sizes too.
+
+    With the training-set size ``rows`` and the machine's ``memory`` in bytes, also
+    the orthonormal whitening, which holds every training row's features at once.
+    """
     name = getattr(cfg, "name", None)
     if name not in FEATURES:
         raise ConfigError("features", f"unknown feature map {name!r}", ", ".join(FEATURES))
     if name == "polynomial":
         order = getattr(cfg, "order", None)
-        if not isinstance(order, int) or isinstance(order, bool) or order < 0:
-            raise ConfigError("features.order", f"must be an integer ≥ 0, got {order!r}", "0, 1, 2, …")
+        if not isinstance(order, int) or isinstance(order, bool) or not 0 <= order <= MAX_ORDER:
+            problem = f"must be an integer ≥ 0 and ≤ {MAX_ORDER}, got {order!r}"
+            raise ConfigError("features.order", problem, f"0, 1, 2, …, {MAX_ORDER}")
         basis = getattr(cfg, "basis", None) or "orthonormal"
         if basis not in BASES:
             raise ConfigError("features.basis", f"unknown basis {basis!r}", ", ".join(BASES))
@@ -178,6 +184,18 @@ def check(cfg: Any, d: int | None = None) -> None:
             raise ConfigError(
                 "features.basis", f"orthonormal needs the {n:,}×{n:,} covariance of the features", "legendre or monomial"
             )
+        need = 3 * 8 * (rows or 0) * n  # float64 features of every training row, centred, and their product
+        if basis == "orthonormal" and memory is not None and need > memory:
+            size = f"{need / 1e9:,.1f} GB of {memory / 1e9:,.1f} GB"
+            problem = f"whitening {rows:,} rows × {n:,} features needs about {size}"
+            raise ConfigError("features.basis", problem, "legendre or monomial, or fewer training points")
+
+
+def width(cfg: Any, d: int) -> int:
+    """Columns the checked map gives on d inputs (at most: whitening may drop some), the model's input width."""
+    if cfg.name == "polynomial":
+        return polynomial_terms(d, cfg.order) - 1
+    return 2 if cfg.name == "seed_transform" else d
 
 
 def build_features(cfg: Any, x_train: Tensor) -> nn.Module:

@@ -1,7 +1,8 @@
 """The syllabus's losses (§4) with their analytic gradients (§7).
 
 Every loss is a mean over examples of a per-example sum over outputs,
-L = (1/N)·Σ_n L_n, so every analytic gradient below carries a 1/N:
+L = (1/N)·Σ_n L_n, so ∂L/∂s_n = (1/N)·∂L_n/∂s_n. Each loss below is written
+beside its gradient of L_n, as in this table; :func:`apply` adds the 1/N:
 
     loss              L_n                                     gradient of L_n
     mse               Σ_j (y_j − s_j)²                        ∂/∂s_j = −2(y_j − s_j)
@@ -19,13 +20,13 @@ probabilities: :class:`Loss` puts the configured output activation in between.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.autograd.function import FunctionCtx, once_differentiable
 
 from overfit.maths import activations
 from overfit.errors import ConfigError
@@ -87,12 +88,24 @@ def _indices(input: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
 
 
 # Clamp probabilities only as far as keeps the logs finite.
-def _tiny(p: Tensor) -> float:
-    return torch.finfo(p.dtype).tiny
+def _floor(p: Tensor) -> Tensor:
+    """p, at least the smallest positive float: log p stays finite."""
+    return p.clamp_min(torch.finfo(p.dtype).tiny)
 
 
-def _below_one(p: Tensor) -> float:
-    return 1 - torch.finfo(p.dtype).eps / 2  # the largest float under 1
+def _ceil(p: Tensor) -> Tensor:
+    """p, at most the largest float under 1: log(1 − p) stays finite."""
+    return p.clamp_max(1 - torch.finfo(p.dtype).eps / 2)
+
+
+def _p_y(p: Tensor, y: Tensor) -> Tensor:
+    """(N, 1) probabilities of the true classes, floored."""
+    return _floor(p.gather(1, y[:, None]))
+
+
+def _is_y(p: Tensor, y: Tensor) -> Tensor:
+    """The one-hot z of the true classes, as a mask."""
+    return F.one_hot(y, p.shape[1]).bool()
 
 
 def _margins(s: Tensor, y: Tensor) -> Tensor:
@@ -101,155 +114,81 @@ def _margins(s: Tensor, y: Tensor) -> Tensor:
     return (s - s.gather(1, at_y) + 1).scatter(1, at_y, 0.0)
 
 
-# --- the losses with autograd's gradient ---------------------------------------------
+# --- each loss beside its gradient ----------------------------------------------------
+# A loss is written on canonical tensors (s, y) and returns the mean over examples; its
+# `grad` is the table's ∂L_n/∂s_n of one example, and `apply` adds the mean's 1/N.
+
+Formula = Callable[[Tensor, Tensor], Tensor]
+Prepare = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+_TABLE: dict[str, tuple[Prepare, Formula, Formula]] = {}
 
 
-def mse(input: Tensor, target: Tensor) -> Tensor:
+def _loss(prepare: Prepare, grad: Formula) -> Callable[[Formula], Formula]:
+    """Register the decorated loss with its gradient; what it returns reads raw input and target."""
+
+    def register(value: Formula) -> Formula:
+        _TABLE[value.__name__] = (prepare, value, grad)
+
+        @functools.wraps(value)
+        def plain(input: Tensor, target: Tensor) -> Tensor:
+            return value(*prepare(input, target))
+
+        return plain
+
+    return register
+
+
+@_loss(_values, grad=lambda s, y: -2 * (y - s))
+def mse(s: Tensor, y: Tensor) -> Tensor:
     """L2: (1/N) Σ_n Σ_j (y_nj − s_nj)²; class indices become one-hot targets."""
-    s, y = _values(input, target)
     return ((y - s) ** 2).sum(1).mean()
 
 
-def l1(input: Tensor, target: Tensor) -> Tensor:
+@_loss(_values, grad=lambda s, y: -torch.sign(y - s))
+def l1(s: Tensor, y: Tensor) -> Tensor:
     """L1: (1/N) Σ_n Σ_j |y_nj − s_nj|; class indices become one-hot targets."""
-    s, y = _values(input, target)
     return (y - s).abs().sum(1).mean()
 
 
-def hinge(input: Tensor, target: Tensor) -> Tensor:
+@_loss(_binary, grad=lambda s, y: -y * (1 - y * s > 0))
+def hinge(s: Tensor, y: Tensor) -> Tensor:
     """Binary hinge: (1/N) Σ_n max(0, 1 − y_n s_n) with y_n = ±1."""
-    s, y = _binary(input, target)
     return (1 - y * s).clamp_min(0).mean()
 
 
-def multiclass_hinge(input: Tensor, target: Tensor) -> Tensor:
+def _multiclass_hinge_grad(s: Tensor, y: Tensor) -> Tensor:
+    active = (_margins(s, y) > 0).to(s.dtype)  # 1(s_j − s_y + 1 > 0), 0 at j = y
+    return active.scatter(1, y[:, None], -active.sum(1, keepdim=True))
+
+
+@_loss(_indices, grad=_multiclass_hinge_grad)
+def multiclass_hinge(s: Tensor, y: Tensor) -> Tensor:
     """SVM loss: (1/N) Σ_n Σ_{j≠y} max(0, s_j − s_y + 1)."""
-    s, y = _indices(input, target)
     return _margins(s, y).clamp_min(0).sum(1).mean()
 
 
-def log_likelihood(input: Tensor, target: Tensor) -> Tensor:
+@_loss(_indices, grad=lambda p, y: torch.zeros_like(p).scatter(1, y[:, None], -1 / _p_y(p, y)))
+def log_likelihood(p: Tensor, y: Tensor) -> Tensor:
     """Negative log-likelihood of probabilities: (1/N) Σ_n −log p_{n,y_n}."""
-    p, y = _indices(input, target)
-    p_y = p.gather(1, y[:, None]).squeeze(1)
-    return -torch.log(p_y.clamp_min(_tiny(p))).mean()
+    return -torch.log(_p_y(p, y)).mean()
 
 
-def cross_entropy(input: Tensor, target: Tensor) -> Tensor:
+@_loss(_indices, grad=lambda p, y: torch.where(_is_y(p, y), -1 / _floor(p), 1 / (1 - _ceil(p))))
+def cross_entropy(p: Tensor, y: Tensor) -> Tensor:
     """The slides' one-vs-all cross-entropy of probabilities: −Σ_j [z_j log p_j + (1−z_j) log(1−p_j)]."""
-    p, y = _indices(input, target)
-    z = F.one_hot(y, p.shape[1]).bool()
-    log_p = torch.log(p.clamp_min(_tiny(p)))
-    log_1mp = torch.log1p(-p.clamp_max(_below_one(p)))
-    return -torch.where(z, log_p, log_1mp).sum(1).mean()
-
-
-# --- the same losses with the analytic gradient --------------------------------------
-# Each forward reuses the plain function on already canonical tensors.
-
-
-class _MSE(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: FunctionCtx, s: Tensor, y: Tensor) -> Tensor:
-        ctx.save_for_backward(s, y)
-        return mse(s, y)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: FunctionCtx, g: Tensor) -> tuple[Tensor, None]:
-        s, y = ctx.saved_tensors
-        return g * -2 * (y - s) / len(s), None
-
-
-class _L1(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: FunctionCtx, s: Tensor, y: Tensor) -> Tensor:
-        ctx.save_for_backward(s, y)
-        return l1(s, y)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: FunctionCtx, g: Tensor) -> tuple[Tensor, None]:
-        s, y = ctx.saved_tensors
-        return g * -torch.sign(y - s) / len(s), None
-
-
-class _Hinge(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: FunctionCtx, s: Tensor, y: Tensor) -> Tensor:
-        ctx.save_for_backward(s, y)
-        return hinge(s, y)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: FunctionCtx, g: Tensor) -> tuple[Tensor, None]:
-        s, y = ctx.saved_tensors
-        active = (1 - y * s > 0).to(s.dtype)
-        return g * -y * active / len(s), None
-
-
-class _MulticlassHinge(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: FunctionCtx, s: Tensor, y: Tensor) -> Tensor:
-        ctx.save_for_backward(s, y)
-        return multiclass_hinge(s, y)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: FunctionCtx, g: Tensor) -> tuple[Tensor, None]:
-        s, y = ctx.saved_tensors
-        active = (_margins(s, y) > 0).to(s.dtype)
-        grad = active.scatter(1, y[:, None], -active.sum(1, keepdim=True))
-        return g * grad / len(s), None
-
-
-class _LogLikelihood(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: FunctionCtx, p: Tensor, y: Tensor) -> Tensor:
-        ctx.save_for_backward(p, y)
-        return log_likelihood(p, y)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: FunctionCtx, g: Tensor) -> tuple[Tensor, None]:
-        p, y = ctx.saved_tensors
-        p_y = p.gather(1, y[:, None]).clamp_min(_tiny(p))
-        grad = torch.zeros_like(p).scatter(1, y[:, None], -1 / p_y)
-        return g * grad / len(p), None
-
-
-class _CrossEntropy(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: FunctionCtx, p: Tensor, y: Tensor) -> Tensor:
-        ctx.save_for_backward(p, y)
-        return cross_entropy(p, y)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: FunctionCtx, g: Tensor) -> tuple[Tensor, None]:
-        p, y = ctx.saved_tensors
-        z = F.one_hot(y, p.shape[1]).bool()
-        grad = torch.where(z, -1 / p.clamp_min(_tiny(p)), 1 / (1 - p.clamp_max(_below_one(p))))
-        return g * grad / len(p), None
-
-
-Prepare = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
-_TABLE: dict[str, tuple[Prepare, Callable[[Tensor, Tensor], Tensor], type[torch.autograd.Function]]] = {
-    "mse": (_values, mse, _MSE),
-    "l1": (_values, l1, _L1),
-    "hinge": (_binary, hinge, _Hinge),
-    "multiclass_hinge": (_indices, multiclass_hinge, _MulticlassHinge),
-    "log_likelihood": (_indices, log_likelihood, _LogLikelihood),
-    "cross_entropy": (_indices, cross_entropy, _CrossEntropy),
-}
+    return -torch.where(_is_y(p, y), torch.log(_floor(p)), torch.log1p(-_ceil(p))).sum(1).mean()
 
 
 def apply(name: str, input: Tensor, target: Tensor, analytic: bool) -> Tensor:
     """Loss `name` of `input` (scores or probabilities); `analytic` picks the closed-form backward."""
     if name not in _TABLE:
         raise ConfigError("loss", f"unknown loss {name!r}", ", ".join(LOSSES))
-    prepare, plain, function = _TABLE[name]
-    return function.apply(*prepare(input, target)) if analytic else plain(input, target)
+    prepare, value, grad = _TABLE[name]
+    s, y = prepare(input, target)
+    if not analytic:
+        return value(s, y)
+    # ∂L/∂s_n = g · ∂L_n/∂s_n / N for the mean L; the target gets no gradient.
+    return activations.ClosedForm.apply(value, lambda g, _, s, y: (g * grad(s, y) / len(s), None), s, y)
 
 
 # --- fused activation + loss, numerically stable, for gradient="autograd" ------------

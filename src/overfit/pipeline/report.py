@@ -17,7 +17,7 @@ import math
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -26,14 +26,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from overfit.tracking import report  # noqa: E402
-from overfit.pipeline.run import Evaluation, Selection, SweepResult, point_label  # noqa: E402
+from overfit.pipeline.results import Evaluation, Result, Selection, SweepResult, point_label  # noqa: E402
+from overfit.tracking.curves import curve_figure, y_axis  # noqa: E402
+from overfit.tracking.points import SPLITS, Point, best, ordered  # noqa: E402
 
 if TYPE_CHECKING:
     from overfit.pipeline.spec import Pipeline, Stage
-    from overfit.tracking.report import Point
-
-SPLITS = report.SPLITS
+    from overfit.tracking.store import Store
 
 
 def _float(value: str) -> float | None:
@@ -49,7 +48,7 @@ def _fmt(value: float) -> str:
 
 def _values(result: SweepResult, key: str) -> list[str]:
     """The values a key took, numeric ones sorted, others in the file's order."""
-    return report.ordered([p.values[key] for p in result.points if key in p.values], result.order.get(key))
+    return ordered([p.values[key] for p in result.points if key in p.values], result.order.get(key))
 
 
 def sweep_figure(result: SweepResult, selection: Selection | None) -> Figure | None:
@@ -58,32 +57,32 @@ def sweep_figure(result: SweepResult, selection: Selection | None) -> Figure | N
         return None
     chosen = selection.point if selection is not None and selection.sweep == result.stage.name else None
     label = f"selected by {selection.stage.metric}" if selection is not None else ""
-    return report.curve_figure(result.points, result.keys[0], result.keys[1:], chosen, label,
-                               name=result.stage.name, order=result.order.get(result.keys[0]))
+    return curve_figure(result.points, result.keys[0], result.keys[1:], chosen, label,
+                        name=result.stage.name, order=result.order.get(result.keys[0]))
 
 
-def history_figure(result: SweepResult, metric: str, client: Any) -> Figure | None:
-    """A metric against the training step, one line per point (diverged ones end in ×)."""
+def history_figure(result: SweepResult, metric: str, store: Store) -> Figure | None:
+    """A metric against the epoch, one line per point (diverged ones end in ×)."""
     fig, ax = plt.subplots(figsize=(7.5, 4.4))
     ys = []
     for p in result.points:
-        history = sorted(client.get_metric_history(p.run_id, metric), key=lambda m: m.step)
+        history = sorted(store.call("get_metric_history", p.run_id, metric), key=lambda m: m.step)
         label = point_label(p, result.keys) or p.run_id[:8]
-        if p.status != "FINISHED":
-            label += " (diverged)" if p.reason.startswith("diverged") else f" ({p.status.lower()})"
+        if not p.finished:
+            label += " (diverged)" if p.diverged else f" ({p.status.lower()})"
         if not history:
             ax.plot([], [], "x", color="crimson", label=label + ", nothing logged")
             continue
         steps, values = [m.step for m in history], [m.value for m in history]
         ys += values
         (line,) = ax.plot(steps, values, "-", label=label)
-        if p.status != "FINISHED":
+        if not p.finished:
             ax.plot(steps[-1:], values[-1:], "x", color=line.get_color(), markersize=11, mew=2.5)
     if not ys:
         plt.close(fig)
         return None
-    report.y_axis(ax, ys, metric)
-    ax.set_xlabel("training step")
+    y_axis(ax, ys, metric)
+    ax.set_xlabel("epoch")
     ax.set_title(f"{result.stage.name}: {metric} during training")
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -93,33 +92,33 @@ def history_figure(result: SweepResult, metric: str, client: Any) -> Figure | No
 PICTURES = ("fit.png", "confusion_matrix.png")  # what each training run logs to look at
 
 
-def pictures(result: SweepResult, selection: Selection | None, client: Any) -> list[tuple[Point, str, bytes]]:
+def pictures(result: SweepResult, selection: Selection | None, store: Store) -> list[tuple[Point, str, bytes]]:
     """The runs' own pictures for a few telling points: the ends of a 1-knob sweep and the chosen one."""
     import tempfile
 
-    finished = [p for p in result.points if p.status == "FINISHED" and math.isfinite(p.error("test"))]
+    finished = [p for p in result.points if p.finished and math.isfinite(p.error("test"))]
     if not finished:
         return []
     chosen = selection.point if selection is not None and selection.sweep == result.stage.name else None
-    chosen = chosen or min(finished, key=lambda p: p.error("test"))
+    chosen = chosen or best(finished) or finished[0]
     if len(result.keys) == 1:
         xs = _values(result, result.keys[0])
-        ordered = sorted(finished, key=lambda p: xs.index(p.values[result.keys[0]]) if p.values.get(result.keys[0]) in xs else 0)
-        picked = [ordered[0], chosen, ordered[-1]]
+        along = sorted(finished, key=lambda p: xs.index(p.values[result.keys[0]]) if p.values.get(result.keys[0]) in xs else 0)
+        picked = [along[0], chosen, along[-1]]
     else:
         picked = [max(finished, key=lambda p: p.error("test")), chosen]
     out = []
     for p in {p.run_id: p for p in picked}.values():
-        names = {a.path for a in client.list_artifacts(p.run_id)}
+        names = {a.path for a in store.call("list_artifacts", p.run_id)}
         name = next((n for n in PICTURES if n in names), None)
         if name is None:
             continue
         with tempfile.TemporaryDirectory() as tmp:
-            out.append((p, name, Path(client.download_artifacts(p.run_id, name, tmp)).read_bytes()))
+            out.append((p, name, Path(store.call("download_artifacts", p.run_id, name, tmp)).read_bytes()))
     return out
 
 
-def conclusions(results: dict[str, Any], names: list[str]) -> list[str]:
+def conclusions(results: dict[str, Result], names: list[str]) -> list[str]:
     """The study's result in a few HTML sentences."""
     out = []
     kinds = (Selection, Evaluation, SweepResult)
@@ -127,7 +126,8 @@ def conclusions(results: dict[str, Any], names: list[str]) -> list[str]:
     for name in names:
         r = results.get(name)
         if isinstance(r, Selection):
-            out.append(f"<b>{html.escape(r.stage.name)}</b>: selected <b>{html.escape(r.label)}</b> from sweep "
+            kind = results[r.sweep].stage.kind
+            out.append(f"<b>{html.escape(r.stage.name)}</b>: selected <b>{html.escape(r.label)}</b> from {kind} "
                        f"'{html.escape(r.sweep)}' by {r.stage.mode} {html.escape(r.stage.metric)} = {r.value:.4g}; "
                        f"its test error {r.point.error('test'):.4g}.")
         elif isinstance(r, Evaluation):
@@ -136,7 +136,7 @@ def conclusions(results: dict[str, Any], names: list[str]) -> list[str]:
             if "test/acc" in m:
                 parts.append(f"test accuracy {m['test/acc']:.4g}")
             parts.append(f"train error {_fmt(m.get('train/error', math.nan))}, val error {_fmt(m.get('val/error', math.nan))}")
-            n = len([p for p in r.result.points if p.status == "FINISHED"])
+            n = len([p for p in r.result.points if p.finished])
             runs = f" (mean of {n} runs, ± {r.spread.get('test/error', 0):.2g})" if n > 1 else ""
             out.append(f"<b>{html.escape(r.stage.name)}</b>: the selected config ({html.escape(r.selection.label)}) "
                        f"has {', '.join(parts)}{runs}.")
@@ -147,7 +147,7 @@ def conclusions(results: dict[str, Any], names: list[str]) -> list[str]:
 
 def _sweep_sentence(name: str, r: SweepResult) -> str:
     """Where the test error is lowest and highest, the trend along a numeric knob, what diverged."""
-    finished = [p for p in r.points if p.status == "FINISHED" and math.isfinite(p.error("test"))]
+    finished = [p for p in r.points if p.finished and math.isfinite(p.error("test"))]
     text = f"<b>{html.escape(name)}</b> ({len(r.points)} points): "
     if not finished:
         text += "no point finished"
@@ -186,7 +186,7 @@ def table(result: SweepResult, selection: Selection | None) -> str:
     if any("test/acc" in p.metrics for p in result.points):
         metrics.append("test/acc")
     metrics.append("generalization_gap")
-    why = any(p.status != "FINISHED" for p in result.points)
+    why = any(not p.finished for p in result.points)
     head = [k.removesuffix(".name") for k in result.keys] + metrics + ["status", "run"] + (["why"] if why else [])
     rows = []
     for p in result.points:
@@ -194,13 +194,13 @@ def table(result: SweepResult, selection: Selection | None) -> str:
         cells = [html.escape(p.values.get(k, "")) for k in result.keys]
         if chosen and cells:
             cells[0] = "★ " + cells[0]
-        cells += [_fmt(p.metrics.get(m, math.nan)) if p.status == "FINISHED" else "" for m in metrics]
-        if p.status == "FINISHED":
+        cells += [_fmt(p.metric(m)) for m in metrics]
+        if p.finished:
             status = "finished" + (" (reused)" if p.reused else "")
         else:
-            word = "diverged" if p.reason.startswith("diverged") else p.status.lower()
+            word = "diverged" if p.diverged else p.status.lower()
             status = f"<span class=bad title='{html.escape(p.reason, quote=True)}'>{word}</span>"
-        reason = p.reason.removeprefix("diverged — ") if p.status != "FINISHED" else ""
+        reason = p.reason.removeprefix("diverged — ") if not p.finished else ""
         cells += [status, f"<code>{p.run_id[:8]}</code>"]
         if why:
             cells.append(f"<span class=meta>{html.escape(reason[:160])}</span>")
@@ -219,14 +219,13 @@ img{max-width:100%;border:1px solid #eee} .meta{color:#666;font-size:.85em} pre{
 .shots{display:flex;gap:.6em} .shots figure{flex:1;margin:0} figure{margin:.5em 0}"""
 
 
-def write(pipeline: Pipeline, stage: Stage, results: dict[str, Any], out: Path, info: dict[str, str]) -> Path:
+def write(pipeline: Pipeline, stage: Stage, results: dict[str, Result], out: Path, store: Store, run_id: str) -> Path:
     """``out/report.html`` and its PNGs; returns the HTML path."""
-    from mlflow.tracking import MlflowClient
+    from overfit.tracking import ui
 
     out.mkdir(parents=True, exist_ok=True)
     for old in [*out.glob("*.png"), out / "report.html"]:
         old.unlink(missing_ok=True)
-    client = MlflowClient(info["store"])
     selections = [r for r in results.values() if isinstance(r, Selection)]
     body: list[str] = []
 
@@ -247,7 +246,7 @@ def write(pipeline: Pipeline, stage: Stage, results: dict[str, Any], out: Path, 
         if not isinstance(sweep, SweepResult):
             continue
         selection = next((s for s in selections if s.sweep == name), None)
-        kind = "evaluation of " + r.selection.label if isinstance(r, Evaluation) else "sweep"
+        kind = "evaluation of " + r.selection.label if isinstance(r, Evaluation) else sweep.stage.kind
         body.append(f"<h2>{html.escape(name)} <span class=meta>({html.escape(kind)})</span></h2>")
         if sweep.stage.description:
             body.append(f"<p>{html.escape(sweep.stage.description)}</p>")
@@ -256,9 +255,9 @@ def write(pipeline: Pipeline, stage: Stage, results: dict[str, Any], out: Path, 
                     f"<code>{sweep.parent_run_id}</code>; {sweep.seconds:.1f} s</p>")
         figure(sweep_figure(sweep, selection), f"{name}_curves.png", f"generalization: {name}")
         for metric in [] if isinstance(r, Evaluation) else stage.history:
-            figure(history_figure(sweep, metric, client), f"{name}_history_{metric.replace('/', '_')}.png",
+            figure(history_figure(sweep, metric, store), f"{name}_history_{metric.replace('/', '_')}.png",
                    f"{metric} during training: {name}")
-        shots = [] if isinstance(r, Evaluation) else pictures(sweep, selection, client)
+        shots = [] if isinstance(r, Evaluation) else pictures(sweep, selection, store)
         if shots:
             body.append("<div class=shots>")
             for p, picture, data in shots:
@@ -281,9 +280,9 @@ def write(pipeline: Pipeline, stage: Stage, results: dict[str, Any], out: Path, 
 <div class=conclusion><h3>Result</h3><ul>{bullets}</ul></div>
 {''.join(body)}
 <h2>Provenance</h2>
-<p class=meta>pipeline run <code>{info['run_id']}</code> in experiment <code>{html.escape(info['experiment'])}</code>,
-store <code>{html.escape(info['store'])}</code>, written {time.strftime('%Y-%m-%d %H:%M:%S')}.<br>
-Open the MLflow UI: <code>{html.escape(info['ui'])}</code></p>
+<p class=meta>pipeline run <code>{run_id}</code> in experiment <code>{html.escape(pipeline.experiment)}</code>,
+store <code>{html.escape(store.uri)}</code>, written {time.strftime('%Y-%m-%d %H:%M:%S')}.<br>
+Open the MLflow UI: <code>{html.escape(ui.command(store.uri))}</code></p>
 <details><summary>{html.escape(pipeline.shown)}</summary><pre>{html.escape(pipeline.text)}</pre></details>
 </body></html>
 """

@@ -1,371 +1,116 @@
-"""``overfit pipeline run|show|list``: the stages in order, recorded as one MLflow run.
+"""``overfit pipeline run``: the stages in order, recorded as one MLflow pipeline run.
 
-The pipeline run is created with :class:`~mlflow.tracking.MlflowClient` (not the
-fluent API, whose active-run stack would nest runs implicitly), tagged
-``overfit.pipeline=<name>``, with the pipeline file as an artifact. Each sweep
-and evaluate stage is a Hydra multirun (:func:`overfit.sweeps.run_sweep`) whose
-parent run carries ``mlflow.parentRunId`` = the pipeline run; its points reuse
-FINISHED runs with the same config hash. The run ends FINISHED when every stage
-ran (diverged points are results, not failures), FAILED with the reason when a
-stage raised, KILLED on Ctrl-C or SIGTERM.
+The pipeline run is created through :func:`overfit.tracking.runs.create` (kind
+``pipeline``), named after the study, its description the study's description,
+the file as an artifact. Each sweep, search and evaluate stage is one
+:func:`overfit.multirun.sweep` nested beneath it and named ``"<stage>: <what>"``; its
+points reuse finished runs with the same reuse key. A select stage picks with
+:func:`overfit.tracking.points.best`, the one rule for "the best point". The
+result's metrics sit on the pipeline run under their plain names (``test/error``,
+...); with several evaluate stages each key ends in ``_<stage>``. The run ends
+FINISHED when every stage ran (diverged points are results, not failures),
+FAILED with the reason when a stage raised, KILLED on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
 
-import math
-import os
-import signal
-import socket
+import re
 import statistics
 import sys
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from hydra.experimental.callback import Callback
-
+from overfit import multirun, paths
 from overfit.errors import ConfigError
-from overfit.pipeline.spec import GROUPS, TAG, Job, Pipeline, Planner, Stage, load_and_plan, merge, parse, pipeline_dirs
+from overfit.interrupts import Interrupted, Signals
+from overfit.pipeline import graph
+from overfit.pipeline import report as pipeline_report
+from overfit.pipeline.plan import Job, Planner, point_key, prepare
+from overfit.pipeline.results import Evaluation, Result, Selection, SweepResult, point_label
+from overfit.pipeline.spec import TAG, Pipeline, Stage
+from overfit.tracking import runs, ui
+from overfit.tracking.points import SPLITS, Point, best
+from overfit.tracking.store import Store, StoreError, store_for
+from overfit.tracking.sweeps import axes as swept, sweep_name
 
-if TYPE_CHECKING:
-    from overfit.tracking.report import Point
-
-SPLITS = ("train", "val", "test")
-
-
-# --- read-only store lookups ----------------------------------------------------
-class Store:
-    """The store as it is: never creates a database, an experiment or a run."""
-
-    def __init__(self, uri: str) -> None:
-        self.uri = uri
-        self._client: Any = None
-        self._experiments: dict[str, str | None] = {}
-
-    @property
-    def exists(self) -> bool:
-        return not self.uri.startswith("sqlite:///") or Path(self.uri.removeprefix("sqlite:///")).is_file()
-
-    def client(self) -> Any:
-        if self._client is None:
-            from mlflow.tracking import MlflowClient
-
-            self._client = MlflowClient(self.uri)
-        return self._client
-
-    def experiment_id(self, name: str) -> str | None:
-        if not self.exists:
-            return None
-        if name not in self._experiments:
-            found = self.client().get_experiment_by_name(name)
-            self._experiments[name] = found.experiment_id if found is not None else None
-        return self._experiments[name]
-
-    def latest(self, job: Job) -> Any:
-        """The newest run with the job's config hash in its experiment (any status), or None."""
-        from overfit.tracking.runs import TAG_HASH
-
-        experiment_id = self.experiment_id(job.cfg.experiment_name)
-        if experiment_id is None:
-            return None
-        runs = self.client().search_runs([experiment_id], f"tags.`{TAG_HASH}` = '{job.hash}'",
-                                         order_by=["attributes.start_time DESC"], max_results=20)
-        finished = [r for r in runs if r.info.status == "FINISHED"]
-        return finished[0] if finished else (runs[0] if runs else None)
-
-
-def status_of(run: Any) -> str:
-    if run is None:
-        return "would run"
-    if run.info.status == "FINISHED":
-        return f"finished {run.info.run_id[:8]} (reused)"
-    kind = run.data.tags.get("failure", run.info.status.lower())
-    return f"would run ({kind} before)"
-
-
-# --- progress ---------------------------------------------------------------------
-class Progress(Callback):
-    """Hydra callback the runner adds to a stage's sweep: one line per finished point."""
-
-    def __init__(self, stage: str, index: int, count: int, total: int, start: float) -> None:
-        self.stage, self.index, self.count, self.total, self.start = stage, index, count, total, start
-
-    def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
-        from hydra.core.hydra_config import HydraConfig
-
-        marker = Path(HydraConfig.get().sweep.dir) / "pipeline_progress"
-        with marker.open("a") as f:
-            f.write("1\n")
-        done = len(marker.read_text().splitlines())
-        print(f"[overfit] stage {self.index}/{self.count} '{self.stage}': {done}/{self.total} points done, "
-              f"{time.time() - self.start:.1f} s", flush=True)
-
-
-# --- show and list -----------------------------------------------------------------
-def show(name: str, args: list[str]) -> int:
-    """Every job a run would launch, whether it is already finished, on which launcher. Runs nothing."""
-    from overfit.tracking import runs as tracking
-
-    pipeline, planner, static = load_and_plan(name, args)
-    store = Store(tracking.tracking_uri(planner.any_job().cfg.tracking))
-    stages = pipeline.ordered()
-    chosen: dict[str, Job | None] = {}
-    pool_of: dict[str, list[Job]] = {}
-    jobs_of: dict[str, list[Job] | None] = dict(static)
-    rows: list[tuple[str, str, str, str]] = []
-    counts = {"finished": 0, "run": 0, "later": 0}
-    for i, stage in enumerate(stages, 1):
-        label = f"{i}/{len(stages)} {stage.name} ({stage.kind})"
-        if stage.kind == "select":
-            pool = pool_of[stage.name] = [j for n in stage.needs for j in (jobs_of.get(n) or [])]
-            known = all(jobs_of.get(n) for n in stage.needs)
-            picked = chosen[stage.name] = _select_from_store(store, pool, stage) if known else None
-            state = f"now: {_point_label(picked, pool)}" if picked else "decided when it runs"
-            rows.append((label, f"{stage.mode} {stage.metric} over {', '.join(stage.needs)}", state, ""))
-            continue
-        if stage.kind == "report":
-            rows.append((label, "over " + ", ".join(stage.needs), f"reports/{pipeline.name}/report.html", ""))
-            continue
-        needed = [n for n in stage.needs if pipeline.stages[n].kind == "select"]
-        if stage.name not in static:
-            if any(chosen.get(n) is None for n in needed):
-                jobs_of[stage.name] = None
-                n_jobs = 1
-                for a in stage.axes:
-                    n_jobs *= len(a.values)
-                what = " ".join(a.override().text for a in stage.axes) or f"the config {needed[0]} selects"
-                launcher = merge(pipeline.overrides, stage.overrides, planner.cli).get("hydra/launcher")
-                rows.append((label, what, f"{n_jobs} job(s), after {', '.join(needed)}",
-                             launcher.value if launcher else "basic"))
-                counts["later"] += n_jobs
-                continue
-            jobs_of[stage.name] = planner.jobs(stage, {n: chosen[n] for n in needed})  # type: ignore[misc]
-        jobs = jobs_of[stage.name] or []
-        keys = [k for k in jobs[0].overrides if len({j.overrides.get(k) for j in jobs}) > 1]
-        pools = [pool_of[n] for n in needed if n in pool_of]
-        for j, job in enumerate(jobs):
-            state = status_of(store.latest(job))
-            counts["finished" if state.startswith("finished") else "run"] += 1
-            shown = " ".join(job.overrides[k] for k in keys)
-            if stage.kind == "evaluate" and pools:
-                shown = " ".join(x for x in (_point_label(job, pools[0]), shown) if x)
-            shown = shown or _point_label(job, [])
-            rows.append((label if j == 0 else "", shown, state, job.launcher))
-    print(f"pipeline {pipeline.name} ({pipeline.shown}): {len(stages)} stages, experiment "
-          f"{pipeline.experiment!r}, store {store.uri}")
-    base = " ".join(o.text for o in merge(pipeline.overrides, planner.cli).values())
-    print(f"overrides for every job: {base or '(none)'}")
-    header = ("stage", "job", "status", "launcher")
-    widths = [max(len(r[c]) for r in [*rows, header]) for c in range(4)]
-    for r in [header, *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-    total = counts["finished"] + counts["run"] + counts["later"]
-    print(f"{total} jobs: {counts['finished']} finished (would be reused), {counts['run']} would run, "
-          f"{counts['later']} wait for a selection. Nothing was run.")
-    return 0
-
-
-def _point_label(job: Job, pool: list[Job]) -> str:
-    """The overrides that tell this job from the others in ``pool`` (all but the experiment if alone)."""
-    varying = [k for k in job.overrides if len({p.overrides.get(k) for p in pool}) > 1]
-    return " ".join(job.overrides[k] for k in varying) or " ".join(
-        t for k, t in job.overrides.items() if k != "experiment_name")
-
-
-def _select_from_store(store: Store, pool: list[Job], stage: Stage) -> Job | None:
-    """The selection a run would make now, when every candidate has a run in the store."""
-    import math
-
-    scored = []
-    for job in pool:
-        run = store.latest(job)
-        if run is None or (run.info.status != "FINISHED" and run.data.tags.get("failure") != "diverged"):
-            return None
-        value = run.data.metrics.get(stage.metric, math.nan) if run.info.status == "FINISHED" else math.nan
-        if math.isfinite(value):
-            scored.append((value if stage.mode == "min" else -value, len(scored), job))
-    return min(scored)[2] if scored else None
-
-
-def list_pipelines() -> int:
-    """The studies in ``pipelines/`` and the latest run of each in the store."""
-    from overfit.tracking import runs as tracking
-
-    store = Store(tracking.tracking_uri())
-    found = False
-    for d in pipeline_dirs():
-        for file in sorted(d.glob("*.yaml")):
-            found = True
-            try:
-                p = parse(file.read_text(), str(file), file)
-            except ConfigError as exc:
-                print(f"{file.stem:<18} INVALID: {exc}")
-                continue
-            kinds = " → ".join(f"{s.name}({s.kind})" for s in p.ordered())
-            last = "never run"
-            experiment_id = store.experiment_id(p.experiment)
-            if experiment_id is not None:
-                runs = store.client().search_runs([experiment_id], f"tags.`{TAG}` = '{p.name}'",
-                                                  order_by=["attributes.start_time DESC"], max_results=1)
-                if runs:
-                    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(runs[0].info.start_time / 1000))
-                    last = f"last run {runs[0].info.status} {when} ({runs[0].info.run_id[:8]})"
-            first_sentence = p.description.split(". ")[0].rstrip(".") + "."
-            print(f"{p.name:<18} {file}\n    {first_sentence}\n    stages: {kinds}\n    {last}")
-    if not found:
-        print("no pipelines found in " + " or ".join(str(d) for d in pipeline_dirs()))
-    return 0
-
-
-
-@dataclass
-class SweepResult:
-    """A sweep (or evaluate) stage's outcome: its parent run, points and jobs."""
-
-    stage: Stage
-    parent_run_id: str
-    keys: list[str]  # the points' swept keys in the file's axis order (group axes as ``loss.name``)
-    points: list[Point]
-    jobs: list[Job]
-    seconds: float
-    order: dict[str, list[str]] = field(default_factory=dict)  # key → values in the file's order
-
-    @property
-    def diverged(self) -> list[Point]:
-        return [p for p in self.points if p.status != "FINISHED" and p.reason.startswith("diverged")]
-
-    @property
-    def failed(self) -> list[Point]:
-        return [p for p in self.points if p.status != "FINISHED" and not p.reason.startswith("diverged")]
-
-
-@dataclass
-class Selection:
-    """The point a select stage chose, the sweep it came from and its job."""
-
-    stage: Stage
-    sweep: str
-    point: Point
-    job: Job
-    value: float
-    label: str
-
-
-@dataclass
-class Evaluation:
-    """The selected config's runs (one per evaluate point) and their mean metrics."""
-
-    stage: Stage
-    selection: Selection
-    result: SweepResult
-    metrics: dict[str, float]
-    spread: dict[str, float]
-
-
-Result = SweepResult | Selection | Evaluation
-
-
-def point_label(point: Point, keys: list[str]) -> str:
-    return " ".join(f"{k.removesuffix('.name')}={point.values.get(k, '?')}" for k in keys)
-
-
-def _axis_keys(planner: Planner, stage: Stage, chosen: dict[str, Job]) -> tuple[list[str], dict[str, list[str]]]:
-    _, axes = planner.stage_overrides(stage, chosen)
-    keys = [f"{a.key}.name" if a.key in GROUPS else a.key for a in axes]
-    order = {k: [v.strip("'") for v in a.values] for k, a in zip(keys, axes)}
-    return keys, order
-
-
-def _progress_args(stage: Stage, index: int, count: int, total: int, start: float) -> list[str]:
-    cb = "+hydra.callbacks.overfit_pipeline_progress"
-    return [f"{cb}._target_=overfit.pipeline.run.Progress", f"{cb}.stage={stage.name}", f"{cb}.index={index}",
-            f"{cb}.count={count}", f"{cb}.total={total}", f"{cb}.start={start}"]
-
-
-def _run_sweep(args: list[str]) -> Any:
-    from overfit.tracking import sweeps
-
-    saved = sys.argv
-    try:
-        return sweeps.run_sweep(args)
-    finally:
-        sys.argv = saved
+HEADLINE = re.compile(r"(train|val|test)/(error|acc)|generalization_gap")  # a result's metrics on the pipeline run
 
 
 class Runner:
-    def __init__(self, pipeline: Pipeline, planner: Planner, run_id: str, client: Any, store: Store) -> None:
-        self.pipeline, self.planner, self.run_id, self.client, self.store = pipeline, planner, run_id, client, store
+    """Runs the stages of a validated pipeline beneath one pipeline run; keeps each stage's result."""
+
+    def __init__(self, pipeline: Pipeline, planner: Planner, store: Store, run_id: str) -> None:
+        self.pipeline, self.planner, self.store, self.run_id = pipeline, planner, store, run_id
         self.results: dict[str, Result] = {}
         self.report: Path | None = None
+        stages = pipeline.ordered()
+        self.headline = [s.name for s in stages if s.kind == "evaluate"] or [s.name for s in stages if s.kind == "select"]
 
     def chosen_for(self, stage: Stage) -> dict[str, Job]:
         return {n: r.job for n in stage.needs if isinstance(r := self.results[n], Selection)}
 
-    def sweep(self, stage: Stage, index: int, count: int) -> SweepResult:
-        start = time.time()
+    def sweep(self, stage: Stage, index: int, count: int, what: str) -> SweepResult:
+        """One ``overfit train -m`` beneath the pipeline run, named ``"<stage>: <what>"``."""
+        start = time.monotonic()
         chosen = self.chosen_for(stage)
         jobs = self.planner.jobs(stage, chosen)
-        runs = [self.store.latest(j) for j in jobs]
-        done = [r for r in runs if r is not None and r.info.status == "FINISHED"]
-        print(f"[overfit] stage {index}/{count} '{stage.name}' ({stage.kind}): {len(jobs)} point(s), "
-              f"{len(done)} finished earlier (reused), {len(jobs) - len(done)} to run", flush=True)
-        fixed, axes = self.planner.stage_overrides(stage, chosen)
-        task = [*(o.text for o in fixed.values()), *(a.override().text for a in axes), f"sweep.parent_run_id={self.run_id}"]
-        outcome = _run_sweep(["-m", *task, *_progress_args(stage, index, count, len(jobs), start)])
-        keys, order = _axis_keys(self.planner, stage, chosen)
-        points = outcome.points
-        for p in points:  # a top-level knob (seed) is not in the sweep's own axes: read it from the run
-            missing = [k for k in keys if p.values.get(k, "?") == "?"]
-            if missing:
-                params = self.client.get_run(p.run_id).data.params
-                p.values.update({k: params[k] for k in missing if k in params})
-        keys = [k for k in keys if points and all(k in p.values for p in points)]
-        result = SweepResult(stage, outcome.parent_run_id, keys, points, jobs, time.time() - start, order)
-        trained = sum(not p.reused for p in points)
+        _, axes = self.planner.stage_overrides(stage, chosen)
+        keys = [point_key(a.key) for a in axes]
+        order = {} if stage.kind == "search" else {k: [v.strip("'") for v in a.values] for k, a in zip(keys, axes)}
+        outcome = multirun.sweep(self.planner.task_args(stage, chosen), nest_under=self.run_id, name=f"{stage.name}: {what}",
+                            label=f"stage {index}/{count} '{stage.name}': ")
+        result = SweepResult(stage, outcome.parent_run_id, keys, outcome.points, jobs, time.monotonic() - start, order)
+        trained = sum(not p.reused for p in result.points)
         extra = "".join(f", {len(x)} {w}" for x, w in ((result.diverged, "diverged"), (result.failed, "failed")) if x)
-        print(f"[overfit] stage {index}/{count} '{stage.name}' done: {len(points)} points ({trained} ran, "
-              f"{len(points) - trained} reused{extra}) in {result.seconds:.1f} s", flush=True)
+        print(f"[overfit] stage {index}/{count} '{stage.name}' done: {len(result.points)} points ({trained} ran, "
+              f"{len(result.points) - trained} reused{extra}) in {result.seconds:.1f} s", flush=True)
         return result
 
-    def select(self, stage: Stage, index: int, count: int) -> Selection:
-        from overfit.errors import ConfigError
-        from overfit.tracking.runs import TAG_HASH
+    def axes_text(self, stage: Stage) -> str:
+        """``features.order=1…12``: what a stage varies, as the sweep parent's name says it."""
+        _, axes = self.planner.stage_overrides(stage, self.chosen_for(stage))
+        return sweep_name(swept([a.override().text for a in axes]))
 
-        scored = []
+    def select(self, stage: Stage, index: int, count: int) -> Selection:
+        candidates: list[tuple[str, Point]] = []
         for n in stage.needs:
             result = self.results[n]
             assert isinstance(result, SweepResult)
-            for p in result.points:
-                value = p.metrics.get(stage.metric, math.nan) if p.status == "FINISHED" else math.nan
-                if math.isfinite(value):
-                    scored.append((value if stage.mode == "min" else -value, len(scored), n, p))
-        if not scored:
+            candidates += [(n, p) for p in result.points]
+        chosen = best([p for _, p in candidates], stage.metric, stage.mode)
+        if chosen is None:
             raise ConfigError(f"{stage.where}: stages.{stage.name}",
                               f"no finished point of {', '.join(stage.needs)} has the metric {stage.metric!r}")
-        _, _, sweep, point = min(scored, key=lambda s: s[:2])
+        sweep = next(n for n, p in candidates if p is chosen)
         result = self.results[sweep]
         assert isinstance(result, SweepResult)
-        wanted = self.client.get_run(point.run_id).data.tags.get(TAG_HASH)
-        job = next((j for j in result.jobs if j.hash == wanted), None)
-        if job is None:
-            raise RuntimeError(f"stage {stage.name!r}: run {point.run_id} matches no job of {sweep!r}")
-        label = point_label(point, result.keys) or "the only point"
+        label = point_label(chosen, result.keys) or "the only point"
         if len(stage.needs) > 1:
             label = f"{sweep}: {label}"
-        value = point.metrics[stage.metric]
+        value = chosen.metric(stage.metric)
         print(f"[overfit] stage {index}/{count} '{stage.name}' (select): {label} by {stage.mode} {stage.metric} "
-              f"= {value:.4g} (run {point.run_id})", flush=True)
-        self.client.set_tag(self.run_id, f"{stage.name}.selected", label)
-        self.client.log_metric(self.run_id, f"{stage.name}/{stage.metric}", value)
-        return Selection(stage, sweep, point, job, value, label)
+              f"= {value:.4g} (run {chosen.run_id})", flush=True)
+        self.store.call("set_tag", self.run_id, f"{stage.name}.selected", label)
+        self.log_headline(stage, {k: v for k, v in chosen.metrics.items() if HEADLINE.fullmatch(k)})
+        return Selection(stage, sweep, chosen, self.job_of(result, chosen), value, label)
+
+    def job_of(self, result: SweepResult, point: Point) -> Job:
+        """The composed job behind a point: one of the sweep's jobs, or (a search's trial) composed now."""
+        wanted = self.store.call("get_run", point.run_id).data.tags.get(runs.TAG_HASH)
+        job = next((j for j in result.jobs if j.hash == wanted), None)
+        if job is None and result.stage.kind == "search":
+            job = self.planner.job_for(result.stage, self.chosen_for(result.stage), point.values)
+        if job is None or job.hash != wanted:
+            raise RuntimeError(f"stage {result.stage.name!r}: run {point.run_id} matches no job of the stage")
+        return job
 
     def evaluate(self, stage: Stage, index: int, count: int) -> Evaluation:
-        selection = next(r for n in stage.needs if isinstance(r := self.results[n], Selection))
-        result = self.sweep(stage, index, count)
-        finished = [p for p in result.points if p.status == "FINISHED"]
-        names = sorted({k for p in finished for k in p.metrics if k.split("/")[0] in SPLITS or k == "generalization_gap"})
+        selection = self.results[graph.selections(self.pipeline, stage)[0]]
+        assert isinstance(selection, Selection)
+        varied = f" × {self.axes_text(stage)}" if stage.axes else ""
+        result = self.sweep(stage, index, count, f"evaluate {selection.label}{varied}")
+        finished = [p for p in result.points if p.finished]
+        names = sorted({k for p in finished for k in p.metrics if k.split("/")[0] in SPLITS or HEADLINE.fullmatch(k)})
         metrics, spread = {}, {}
         for k in names:
             values = [p.metrics[k] for p in finished if k in p.metrics]
@@ -373,28 +118,28 @@ class Runner:
             spread[k] = statistics.stdev(values) if len(values) > 1 else 0.0
         shown = ", ".join(f"{k} {metrics[k]:.4g}" + (f" ± {spread[k]:.2g}" if len(finished) > 1 else "")
                           for k in names if k.startswith("test/"))
-        print(f"[overfit] stage {index}/{count} '{stage.name}' (evaluate): {selection.label} → {shown or 'no finished run'}",
-              flush=True)
-        for k, v in metrics.items():
-            if k.startswith("test/") or k == "generalization_gap":
-                self.client.log_metric(self.run_id, f"{stage.name}/{k}", v)
+        print(f"[overfit] stage {index}/{count} '{stage.name}' (evaluate): {selection.label} → "
+              f"{shown or 'no finished run'}", flush=True)
+        self.log_headline(stage, {k: v for k, v in metrics.items() if HEADLINE.fullmatch(k)})
         return Evaluation(stage, selection, result, metrics, spread)
 
-    def write_report(self, stage: Stage, index: int, count: int) -> Path:
-        from overfit import paths
-        from overfit.pipeline import report as pipeline_report
-        from overfit.tracking import runs as tracking
+    def log_headline(self, stage: Stage, metrics: dict[str, float]) -> None:
+        """The study's result on the pipeline run: plain keys, or ``key_<stage>`` when several stages report one."""
+        if stage.name not in self.headline or not metrics:
+            return
+        from mlflow.entities import Metric
 
-        start = time.time()
+        suffix = f"_{stage.name}" if len(self.headline) > 1 else ""
+        now = int(time.time() * 1000)
+        self.store.call("log_batch", self.run_id, metrics=[Metric(f"{k}{suffix}", v, now, 0) for k, v in metrics.items()])
+
+    def write_report(self, stage: Stage, index: int, count: int) -> Path:
+        start = time.monotonic()
         out = paths.project_root() / "reports" / self.pipeline.name
-        html = pipeline_report.write(self.pipeline, stage, self.results, out, {
-            "run_id": self.run_id,
-            "experiment": self.pipeline.experiment,
-            "store": self.store.uri,
-            "ui": tracking.ui_command(self.store.uri),
-        })
-        self.client.log_artifacts(self.run_id, str(out), "report")
-        print(f"[overfit] stage {index}/{count} '{stage.name}' (report): {html} ({time.time() - start:.1f} s)", flush=True)
+        html = pipeline_report.write(self.pipeline, stage, self.results, out, self.store, self.run_id)
+        self.store.call("log_artifacts", self.run_id, str(out), "report")
+        print(f"[overfit] stage {index}/{count} '{stage.name}' (report): {html} ({time.monotonic() - start:.1f} s)",
+              flush=True)
         self.report = html
         return html
 
@@ -402,7 +147,10 @@ class Runner:
         stages = self.pipeline.ordered()
         for i, stage in enumerate(stages, 1):
             if stage.kind == "sweep":
-                self.results[stage.name] = self.sweep(stage, i, len(stages))
+                self.results[stage.name] = self.sweep(stage, i, len(stages), self.axes_text(stage))
+            elif stage.kind == "search":
+                what = f"search {self.axes_text(stage)}, {stage.n_trials} trials"
+                self.results[stage.name] = self.sweep(stage, i, len(stages), what)
             elif stage.kind == "select":
                 self.results[stage.name] = self.select(stage, i, len(stages))
             elif stage.kind == "evaluate":
@@ -411,70 +159,70 @@ class Runner:
                 self.write_report(stage, i, len(stages))
 
 
-def _terminated(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+def ending(exc: BaseException) -> tuple[str, str]:
+    """The pipeline run's status and failure kind for what stopped it."""
+    if isinstance(exc, (Interrupted, KeyboardInterrupt)):
+        return "KILLED", "killed"
+    return "FAILED", "store" if isinstance(exc, StoreError) else "error"
 
 
-def run(name: str, args: list[str]) -> int:
-    """Validate everything, then run the stages; prints the report path and the MLflow UI command."""
-    start = time.time()
-    from mlflow.entities import RunStatus
-    from mlflow.tracking import MlflowClient
+def run(name: str, args: list[str], detach: bool = False, begin: str | None = None,
+        scheduled: str | None = None) -> int:
+    """Validate everything, then run the stages; prints the report path and the MLflow UI command.
 
-    from overfit.tracking import runs as tracking
+    ``detach`` (or a ``begin`` time): the pipeline run is created SCHEDULED and a SLURM driver job runs the
+    stages (:mod:`overfit.cluster.detach`); detached, the command returns at once, else it follows the driver.
+    ``scheduled``: that driver, reopening the run.
+    """
+    from overfit.cluster import detach as driver
 
-    pipeline, planner, _ = load_and_plan(name, args)
+    start = time.monotonic()
+    if detach or begin:
+        args = driver.slurm_args(args, None, "--detach" if detach else "--begin")
+    pipeline, planner, static = prepare(name, args)
     cfg = planner.any_job().cfg
     print(f"[overfit] pipeline {pipeline.name!r} ({pipeline.shown}): {len(pipeline.stages)} stages, every job "
-          f"validated in {time.time() - start:.1f} s", flush=True)
-    experiment_id = tracking.connect(cfg)
-    uri = tracking.tracking_uri(cfg.tracking)
-    client = MlflowClient(uri)
-    tags = {
-        TAG: pipeline.name,
-        "mlflow.runName": f"pipeline {pipeline.name}",
-        "mlflow.note.content": pipeline.description,
-        "overfit.pipeline.file": pipeline.shown,
-        "overrides": " ".join(args),
-        "stages": " ".join(f"{s.name}({s.kind})" for s in pipeline.ordered()),
-        "host": socket.gethostname(),
-        "pid": str(os.getpid()),
-    }
-    commit = tracking.git_commit()
-    if commit:
-        tags["mlflow.source.git.commit"] = commit
-    run_id = client.create_run(experiment_id, tags=tags).info.run_id
-    client.log_text(run_id, pipeline.text, f"pipeline/{pipeline.file.name}")
+          f"validated in {time.monotonic() - start:.1f} s", flush=True)
+    store = store_for(cfg.tracking.uri)
+    tags = {TAG: pipeline.name, runs.TAG_NOTE: pipeline.description, "overfit.pipeline.file": pipeline.shown,
+            "overrides": " ".join(args), "stages": " ".join(f"{s.name}({s.kind})" for s in pipeline.ordered())}
+    if scheduled:
+        run_id = scheduled
+        runs.reopen(store, store.call("get_run", run_id))
+    else:
+        run_id = runs.create(store, store.experiment(pipeline.experiment), "pipeline", pipeline.name, tags,
+                             status="SCHEDULED" if detach or begin else "RUNNING")
     print(f"[overfit] pipeline run {run_id} in experiment {pipeline.experiment!r}", flush=True)
-    runner = Runner(pipeline, planner, run_id, client, Store(uri))
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.getsignal(signal.SIGTERM) if main_thread else None
-    if previous is signal.SIG_DFL:  # a scheduler's or `kill`'s SIGTERM ends the runs KILLED, like Ctrl-C
-        signal.signal(signal.SIGTERM, _terminated)
+    if detach or begin:  # each stage known now, for `overfit sweep status` before its sweep starts
+        for stage in pipeline.ordered():
+            if stage.name in static:
+                store.call("log_text", run_id, "\n".join(planner.task_args(stage, {})) + "\n", f"plan/{stage.name}.txt")
+        directory = paths.project_root() / "multirun" / time.strftime("%Y-%m-%d/%H-%M-%S") / f"pipeline-{run_id[:8]}"
+        job, log = driver.schedule(store, run_id, ["pipeline", "run", name, *args], multirun.launcher_config(args),
+                                   directory, begin, "pipeline")
+        return 0 if detach else driver.follow(job, log)
+    runner = Runner(pipeline, planner, store, run_id)
     try:
-        runner.run_all()
+        with Signals():
+            store.call("log_text", run_id, pipeline.text, f"pipeline/{pipeline.file.name}")
+            runner.run_all()
     except BaseException as exc:
-        status, kind = tracking.failure_of(exc)
-        client.set_tag(run_id, tracking.TAG_FAILURE, "error" if kind == "diverged" else kind)
-        client.set_tag(run_id, tracking.TAG_REASON, f"{type(exc).__name__}: {exc}"[:5000])
-        client.set_terminated(run_id, status)
-        print(f"[overfit] pipeline {pipeline.name!r} {status} after {time.time() - start:.1f} s: "
+        status, failure = ending(exc)
+        runs.end(store, run_id, status, failure, f"{type(exc).__name__}: {exc}")
+        print(f"[overfit] pipeline {pipeline.name!r} {status} after {time.monotonic() - start:.1f} s: "
               f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         raise
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
     sweeps = [r.result if isinstance(r, Evaluation) else r for r in runner.results.values()
               if isinstance(r, (SweepResult, Evaluation))]
     failed = [(r.stage.name, p) for r in sweeps for p in r.failed]
-    client.set_tag(run_id, "diverged_points", str(sum(len(r.diverged) for r in sweeps)))
-    client.set_tag(run_id, "failed_points", str(len(failed)))
-    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
-    print(f"[overfit] pipeline {pipeline.name!r} FINISHED in {time.time() - start:.1f} s: run {run_id}, "
+    store.call("set_tag", run_id, "diverged_points", str(sum(len(r.diverged) for r in sweeps)))
+    store.call("set_tag", run_id, "failed_points", str(len(failed)))
+    runs.end(store, run_id, "FINISHED")
+    print(f"[overfit] pipeline {pipeline.name!r} FINISHED in {time.monotonic() - start:.1f} s: run {run_id}, "
           f"experiment {pipeline.experiment!r}", flush=True)
     for stage_name, p in failed:
         print(f"[overfit] stage {stage_name!r}: point {p.label or p.run_id} {p.status}: {p.reason}", flush=True)
     if runner.report is not None:
         print(f"[overfit] report: {runner.report}")
-    print(f"[overfit] open the MLflow UI: {tracking.ui_command(uri)}", flush=True)
+    print(f"[overfit] open the MLflow UI: {ui.command(store.uri)}", flush=True)
     return 1 if failed else 0

@@ -1,8 +1,10 @@
-"""MLflow: one store, one run per training job, honest end states.
+"""Runs: the one place that creates, reopens, ends and finds MLflow runs, and tags them.
 
-The store is chosen once (``tracking.uri`` → ``$MLFLOW_TRACKING_URI`` → the
-project's SQLite file) and artifacts of a local SQLite store sit beside the
-database, so no job ever writes a second store in its working directory.
+Three kinds of run share these functions: a *point* (one training config), a
+*sweep* parent (its children are points) and a *pipeline* (its children are
+sweep parents). A point is found again by its reuse key, the config hash plus
+the fingerprint of the result-computing code, so one point is one run for its
+whole life: a finished run is reused, an interrupted one is reopened and resumed.
 """
 
 from __future__ import annotations
@@ -12,216 +14,220 @@ import json
 import os
 import socket
 import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import mlflow
-from mlflow.entities import RunStatus
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from overfit import paths
-from overfit.config import flatten
+from overfit.cluster import slurm
+from overfit.tracking.fingerprint import code_fingerprint
+from overfit.tracking.store import Store
+
+if TYPE_CHECKING:
+    from mlflow.entities import Param, Run
+
+TAG_KIND = "overfit.kind"  # point | sweep | pipeline
+TAG_HASH = "overfit.config_hash"
+TAG_CODE = "overfit.code"
+TAG_CHECKPOINT = "overfit.checkpoint"  # the directory a point's resume checkpoint lives in
+TAG_ATTEMPTS = "overfit.attempts"  # how many processes have trained this run (resumes + 1)
+TAG_REUSED = "overfit.reused."  # + job number, on a sweep parent → the finished run standing in for that point
+TAG_FAILURE = "failure"  # error | diverged | killed | timeout
+TAG_REASON = "failure.reason"
+TAG_SLURM_JOB = "slurm.job_id"
+TAG_NAME = "mlflow.runName"
+TAG_PARENT = "mlflow.parentRunId"
+TAG_NOTE = "mlflow.note.content"
 
 # Keys that do not change what a run computes: left out of the config hash.
-HASH_IGNORED = ("tracking", "sweep", "experiment_name", "trainer.progress_bar")
-
-TAG_HASH = "overfit.config_hash"
-TAG_FAILURE = "failure"
-TAG_REASON = "failure.reason"
+HASH_IGNORED = ("tracking", "sweep", "experiment_name", "trainer.progress_bar", "trainer.checkpoint_every_n_epochs",
+                "trainer.checkpoint_every_seconds")
+SHORT = {"regularizer.strength": "λ", "optimizer.lr": "lr"}  # how knobs read in run names
 
 
-def tracking_uri(cfg: DictConfig | None = None) -> str:
-    """``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else the project's SQLite store."""
-    uri = cfg.uri if cfg is not None else None
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or paths.default_tracking_uri()
-
-
-def artifact_location(uri: str, experiment_name: str, configured: str | None = None) -> str | None:
-    """Where a new experiment keeps artifacts: beside a SQLite database, else the server's choice."""
-    if configured:
-        return paths.resolve(configured).as_uri()
-    if uri.startswith("sqlite:///"):
-        db = Path(uri.removeprefix("sqlite:///"))
-        return (db.parent / "artifacts" / experiment_name).as_uri()
-    return None
-
-
-def connect(cfg: DictConfig) -> str:
-    """Point MLflow at the configured store and make sure the experiment exists.
-
-    Run once in the launching process before parallel jobs start: a fresh
-    SQLite store migrated by several processes at once breaks.
-    """
-    uri = tracking_uri(cfg.tracking)
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    return ensure_experiment(cfg.experiment_name, artifact_location(uri, cfg.experiment_name, cfg.tracking.artifact_location))
-
-
-def ensure_experiment(name: str, location: str | None) -> str:
-    client = MlflowClient()
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except MlflowException:  # another process created it first
-        found = client.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return found.experiment_id
+def flatten(cfg: DictConfig, prefix: str = "") -> dict[str, Any]:
+    """``{"optimizer.lr": 0.1, ...}``: the resolved config as MLflow params."""
+    out: dict[str, Any] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, DictConfig):
+            out.update(flatten(value, f"{name}."))
+        elif isinstance(value, ListConfig):
+            out[name] = OmegaConf.to_container(value)
+        else:
+            out[name] = value
+    return out
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """A short hash of everything that changes the result of a run."""
-    flat = flatten(cfg)
-    kept = {k: v for k, v in flat.items() if not any(k == i or k.startswith(f"{i}.") for i in HASH_IGNORED)}
+    """A short hash of everything in the config that changes the result of a run."""
+    kept = {k: v for k, v in flatten(cfg).items() if not any(k == i or k.startswith(f"{i}.") for i in HASH_IGNORED)}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class Key:
+    """What makes two runs the same result: the config hash and the code fingerprint."""
+
+    config_hash: str
+    code: str
+
+    @classmethod
+    def of(cls, cfg: DictConfig) -> Key:
+        return cls(config_hash(cfg), code_fingerprint())
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {TAG_HASH: self.config_hash, TAG_CODE: self.code}
+
+    @property
+    def filter(self) -> str:
+        return f"tags.`{TAG_HASH}` = '{self.config_hash}' and tags.`{TAG_CODE}` = '{self.code}'"
+
+
+def point_name(overrides: list[str], keys: list[str] | None = None) -> str:
+    """A run's name from the overrides that tell it apart: ``features.order=3``, ``λ=0.1 lr=0.01``.
+
+    ``keys`` (a sweep's axes) keeps only those; a single run is named by all its overrides.
+    """
+    parts = []
+    for text in overrides:
+        key, _, value = text.lstrip("+~").partition("=")
+        if key.startswith("hydra") or key.startswith("sweep.") or (keys is not None and key not in keys):
+            continue
+        parts.append(f"{SHORT.get(key, key)}={value}")
+    return " ".join(parts)[:250] or "defaults"
+
+
+@cache
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(
-            ["git", "-C", str(paths.project_root()), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=False,
-        )
+        out = subprocess.run(["git", "-C", str(paths.project_root()), "rev-parse", "HEAD"],
+                             capture_output=True, text=True, timeout=5, check=False)
     except OSError:
         return None
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def run_tags(cfg: DictConfig, overrides: list[str]) -> dict[str, str]:
-    tags = {
-        TAG_HASH: config_hash(cfg),
-        "overrides": " ".join(overrides),
-        "host": socket.gethostname(),
-        "pid": str(os.getpid()),
-        "dataset": cfg.dataset.name,
-        "model": cfg.model.name,
-        "loss": cfg.loss.name,
-    }
-    commit = git_commit()
-    if commit:
-        tags["mlflow.source.git.commit"] = commit
+def owner_tags() -> dict[str, str]:
+    """Who is running it now: host, pid, the SLURM job (array task) when there is one."""
+    tags = {"host": socket.gethostname(), "pid": str(os.getpid())}
+    job = slurm.job_id()
+    if job:
+        tags[TAG_SLURM_JOB] = job
     return tags
 
 
-def failure_of(exc: BaseException) -> tuple[str, str]:
-    """(status, failure kind) for an exception that ended a run."""
-    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-        return RunStatus.to_string(RunStatus.KILLED), "killed"
-    if isinstance(exc, FloatingPointError):
-        return RunStatus.to_string(RunStatus.FAILED), "diverged"
-    return RunStatus.to_string(RunStatus.FAILED), "error"
+def create(store: Store, experiment_id: str, kind: str, name: str, tags: dict[str, str] | None = None,
+           parent: str | None = None, status: str = "RUNNING", start_ms: int | None = None) -> str:
+    """A new run of ``kind`` named ``name``; every run carries its owner and the git commit.
 
-
-@contextmanager
-def training_run(
-    cfg: DictConfig,
-    experiment_id: str,
-    overrides: list[str],
-    parent_run_id: str | None = None,
-) -> Iterator[mlflow.ActiveRun]:
-    """A run holding the config; it ends FINISHED, FAILED (with the reason) or KILLED."""
-    run = mlflow.start_run(
-        experiment_id=experiment_id,
-        run_name=cfg.tracking.run_name,
-        tags=run_tags(cfg, overrides),
-        parent_run_id=parent_run_id,
-    )
-    try:
-        mlflow.log_params(flatten(cfg))
-        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-        mlflow.log_text("\n".join(overrides) + "\n", "overrides.txt")
-        yield run
-    except BaseException as exc:
-        status, kind = failure_of(exc)
-        mlflow.set_tags({TAG_FAILURE: kind, TAG_REASON: f"{type(exc).__name__}: {exc}"[:5000]})
-        mlflow.end_run(status)
-        raise
-    mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
-
-
-def ui_command(uri: str | None = None) -> str:
-    """The exact command that opens the MLflow UI on this store."""
-    uri = uri or tracking_uri()
-    if uri.startswith("sqlite:///"):
-        mlflow_bin = Path(sys.executable).with_name("mlflow")
-        artifacts = Path(uri.removeprefix("sqlite:///")).parent / "artifacts"
-        return f"{mlflow_bin} ui --backend-store-uri {uri} --default-artifact-root {artifacts} --port 5000"
-    return f"open {uri} in a browser (it is a tracking server)"
-
-
-def find_finished(cfg: DictConfig, experiment_id: str | None = None) -> mlflow.entities.Run | None:
-    """The newest FINISHED run of the experiment with this config's hash, if any."""
-    experiment_id = experiment_id or connect(cfg)
-    runs = MlflowClient().search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{TAG_HASH}` = '{config_hash(cfg)}' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    return runs[0] if runs else None
-
-
-def link_reused(parent_run_id: str, job_num: int, run_id: str) -> None:
-    """Record on a sweep's parent that an earlier run stands in for one of its points."""
-    from overfit.tracking.sweeps import TAG_REUSED
-
-    MlflowClient().set_tag(parent_run_id, f"{TAG_REUSED}{job_num}", run_id)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
-def reap(client: MlflowClient, experiment_names: list[str] | None = None) -> list[str]:
-    """Mark runs left RUNNING by a process of this host that no longer exists as KILLED.
-
-    Runs of other hosts are left alone: from here nobody can tell whether they live.
+    ``start_ms``: when it really started (a batched point's run is written when it ends).
     """
-    experiments = [
-        e.experiment_id
-        for e in client.search_experiments()
-        if experiment_names is None or e.name in experiment_names
-    ]
-    if not experiments:
-        return []
-    host = socket.gethostname()
-    reaped = []
-    for run in client.search_runs(experiments, "attributes.status = 'RUNNING'", max_results=50_000):
-        tags = run.data.tags
-        if tags.get("host") != host or not tags.get("pid", "").isdigit() or _alive(int(tags["pid"])):
-            continue
-        client.set_tag(run.info.run_id, TAG_FAILURE, "killed")
-        client.set_tag(run.info.run_id, TAG_REASON, f"process {tags['pid']} on {host} ended without closing the run")
-        client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
-        reaped.append(run.info.run_id)
-    return reaped
+    all_tags = {TAG_KIND: kind, TAG_NAME: name, **owner_tags(), **(tags or {})}
+    commit = git_commit()
+    if commit:
+        all_tags["mlflow.source.git.commit"] = commit
+    if parent:
+        all_tags[TAG_PARENT] = parent
+    run = store.call("create_run", experiment_id, start_time=start_ms, tags=all_tags, run_name=name)
+    run_id = run.info.run_id  # type: ignore[attr-defined]
+    if status != "RUNNING":
+        store.call("update_run", run_id, status=status)
+    return run_id
 
 
-def runs_main(argv: list[str]) -> int:
-    """``overfit runs reap [--experiment NAME ...] [--tracking-uri URI]``"""
-    import argparse
+def params_of(cfg: DictConfig) -> list[Param]:
+    """The flattened config as MLflow params."""
+    from mlflow.entities import Param
 
-    parser = argparse.ArgumentParser(prog="overfit runs", description="Maintenance of the runs in the store.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    reap_cmd = sub.add_parser("reap", help="mark runs left RUNNING by a dead process of this host as KILLED")
-    reap_cmd.add_argument("--experiment", action="append", help="only this experiment (repeatable)")
-    reap_cmd.add_argument("--tracking-uri", default=None)
-    args = parser.parse_args(argv)
-    client = MlflowClient(args.tracking_uri or tracking_uri())
-    reaped = reap(client, args.experiment)
-    print(f"[overfit] marked {len(reaped)} run(s) KILLED" + (": " + " ".join(reaped) if reaped else ""))
-    return 0
+    return [Param(k, str(v)[:6000]) for k, v in flatten(cfg).items()]
+
+
+def log_config(store: Store, run_id: str, cfg: DictConfig, overrides: list[str], params: bool = True) -> None:
+    """A point's config: flattened params (unless the caller sends them later), the YAML and overrides as files."""
+    if params:
+        found = params_of(cfg)
+        for i in range(0, len(found), 100):
+            store.call("log_batch", run_id, params=found[i:i + 100])
+    log_files(store, run_id, {"config.yaml": OmegaConf.to_yaml(cfg, resolve=True),
+                              "overrides.txt": "\n".join(overrides) + "\n"})
+
+
+def log_files(store: Store, run_id: str, files: dict[str, str | bytes]) -> None:
+    """Artifacts from memory, in one call (``log_text`` per file costs a store round trip each)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, content in files.items():
+            path = Path(tmp) / name
+            path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        store.call("log_artifacts", run_id, tmp)
+
+
+def reopen(store: Store, run: Run) -> int:
+    """Make an interrupted run RUNNING again under this process; returns the attempt number."""
+    attempts = int(run.data.tags.get(TAG_ATTEMPTS, "1")) + 1
+    run_id = run.info.run_id
+    for tag in (TAG_FAILURE, TAG_REASON):
+        if tag in run.data.tags:
+            store.call("delete_tag", run_id, tag)
+    tags = {**owner_tags(), TAG_ATTEMPTS: str(attempts)}
+    from mlflow.entities import RunTag
+
+    store.call("log_batch", run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    store.call("update_run", run_id, status="RUNNING")
+    return attempts
+
+
+def end(store: Store, run_id: str, status: str, failure: str | None = None, reason: str | None = None) -> None:
+    """End a run FINISHED, FAILED or KILLED (with the kind of failure and its reason), or park it SCHEDULED."""
+    if failure:
+        from mlflow.entities import RunTag
+
+        store.call("log_batch", run_id, tags=[RunTag(TAG_FAILURE, failure), RunTag(TAG_REASON, (reason or "")[:5000])])
+    if status == "SCHEDULED":
+        store.call("update_run", run_id, status=status)
+    else:
+        store.call("set_terminated", run_id, status)
+
+
+def find(store: Store, experiment_id: str, key: Key) -> list[Run]:
+    """Every run with this reuse key, newest first."""
+    return store.call("search_runs", [experiment_id], filter_string=key.filter,  # type: ignore[return-value]
+                      order_by=["attributes.start_time DESC"], max_results=50)
+
+
+def find_all(store: Store, experiment_id: str, keys: list[Key]) -> dict[Key, list[Run]]:
+    """Every run of each key, newest first: one search per code fingerprint, not one per point."""
+    found: dict[Key, list[Run]] = {key: [] for key in keys}
+    for code in {key.code for key in keys}:
+        hashes = {key.config_hash for key in keys if key.code == code}
+        for run in store.call("search_runs", [experiment_id], filter_string=f"tags.`{TAG_CODE}` = '{code}'",
+                              order_by=["attributes.start_time DESC"], max_results=50_000):
+            config = run.data.tags.get(TAG_HASH)
+            if config in hashes:
+                found[Key(config, code)].append(run)
+    return found
+
+
+def finished(runs: list[Run]) -> Run | None:
+    """The result a point can reuse: the newest FINISHED run, or one that diverged (a result, not an accident)."""
+    for run in runs:
+        if run.info.status == "FINISHED" or (run.info.status == "FAILED" and run.data.tags.get(TAG_FAILURE) == "diverged"):
+            return run
+    return None
+
+
+def resumable(runs: list[Run], alive: Callable[[Run], bool]) -> Run | None:
+    """The newest run, if it was interrupted and its owner is gone: killed, timed out, requeued, lost its store."""
+    if not runs:
+        return None
+    run = runs[0]
+    status, failure = run.info.status, run.data.tags.get(TAG_FAILURE)
+    if status in ("KILLED", "SCHEDULED") or (status == "FAILED" and failure in ("killed", "timeout", "store")):
+        return run
+    return run if status == "RUNNING" and not alive(run) else None

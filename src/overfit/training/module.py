@@ -8,16 +8,23 @@ an epoch the training and validation sets are evaluated with the same weights
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+from typing import Any
+
 import lightning as L
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from overfit.data.datasets import Splits
+from overfit.maths import features, losses, regularizers
 from overfit.maths.losses import Loss
-from overfit.training.models import weight_matrices
-from overfit.training.optimizers import build_optimizer
 from overfit.maths.regularizers import Regularizer
+from overfit.training.models import Standardize, build_model, weight_matrices
+from overfit.training.optimizers import build_optimizer
 
+ENCODED_BYTES = 2**28  # encoded training, validation and test inputs kept on the device up to 256 MB
 EVAL_ELEMENTS = 2**24  # activations per evaluation chunk (64 MB in float32)
 DIVERGENCE_GROWTH = 1e6  # an objective this many times its first value has diverged
 
@@ -27,6 +34,7 @@ class Diverged(FloatingPointError):
 
     def __init__(self, epoch: int, value: float) -> None:
         super().__init__(f"training objective {value:.3g} at epoch {epoch}")
+        self.value = value
         self.epoch = epoch
 
 
@@ -38,13 +46,17 @@ class Learner(L.LightningModule):
     ) -> None:
         super().__init__()
         self.net = net
+        self.encoded = False  # True once the data module holds encode()d inputs
+        self.mode_dependent = any(isinstance(m, (nn.Dropout, nn.BatchNorm1d)) for m in net.modules())
         self.loss = loss
         self.regularizer = regularizer
         self.optimizer_cfg = optimizer
         self.eval_every_n_epochs = eval_every_n_epochs
         self.classification = loss.task == "classification"
         self._sums: dict[str, torch.Tensor] = {}
-        self._first_objective: torch.Tensor | None = None
+        self.first_objective: float | None = None  # the training objective at the first evaluated epoch
+        self.last_metrics: dict[str, float] = {}  # train/val metrics of the last evaluated epoch
+        self.test_metrics: dict[str, float] = {}
         # The regularized weights, found once: moving the module to a device keeps the Parameter objects.
         self._weights = weight_matrices(net)
         widest = max((getattr(m, "out_features", 0) for m in net.modules()), default=1)
@@ -52,12 +64,30 @@ class Learner(L.LightningModule):
         self.eval_batch = max(64, min(8192, EVAL_ELEMENTS // max(widest, 1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        """Scores of inputs as the data module holds them: raw, or already through the fixed stages."""
+        return self.net[-1](x) if self.encoded else self.net(x)
+
+    def encode(self, splits: Splits) -> Splits:
+        """The fixed stages (standardise → features: buffers, no parameters) applied once to every split.
+
+        Training then runs the model alone instead of recomputing a fixed map every step;
+        only when the encoded sets fit in :data:`ENCODED_BYTES` (order 2 on MNIST does not).
+        """
+        stages = self.net[:-1]
+        width = getattr(stages[-1], "out_features", None) if len(stages) else None
+        names = [f"x_{s}" for s in ("train", "val", "test")]
+        size = sum(len(getattr(splits, n)) for n in names) * (width or 0) * splits.x_train.element_size()
+        if width is None or any(p.requires_grad for p in stages.parameters()) or size > ENCODED_BYTES:
+            return splits
+        with torch.no_grad():
+            encoded = {n: torch.cat([stages(c) for c in getattr(splits, n).split(self.eval_batch)]) for n in names}
+        self.encoded = True
+        return replace(splits, **encoded)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Predictions (classes or values) for any number of inputs, chunk by chunk."""
-        return torch.cat([self.loss.predict(self(chunk)) for chunk in x.split(self.eval_batch)])
+        return torch.cat([self.loss.predict(self.net(chunk)) for chunk in x.split(self.eval_batch)])
 
     def penalty(self) -> torch.Tensor:
         return self.regularizer.penalty(self._weights)
@@ -103,19 +133,53 @@ class Learner(L.LightningModule):
         if epoch % self.eval_every_n_epochs and epoch != self.trainer.max_epochs:
             return
         data = self.trainer.datamodule.splits
-        self.eval()
+        if self.mode_dependent:  # eval mode only matters to dropout and batch norm; switching costs
+            self.eval()
         metrics = {**self._evaluate("train", data.x_train, data.y_train), **self._evaluate("val", data.x_val, data.y_val)}
-        self.train(True)
-        objective = metrics["train/objective"] = metrics["train/loss"] + self.penalty().detach()
-        if self._first_objective is None:
-            self._first_objective = objective
-        diverged = ~torch.isfinite(objective) | (objective > DIVERGENCE_GROWTH * self._first_objective.clamp_min(1e-12))
-        if diverged:  # one host sync per evaluated epoch
-            raise Diverged(self.current_epoch, objective.item())
-        self.log_dict(metrics)
+        if self.mode_dependent:
+            self.train(True)
+        metrics["train/objective"] = metrics["train/loss"] + self.penalty().detach()
+        values = dict(zip(metrics, torch.stack(list(metrics.values())).tolist()))  # one host sync per evaluated epoch
+        objective = values["train/objective"]
+        if self.first_objective is None:
+            self.first_objective = objective
+        if not math.isfinite(objective) or objective > DIVERGENCE_GROWTH * max(self.first_objective, 1e-12):
+            raise Diverged(epoch, objective)
+        self.last_metrics = values
+        if self.logger is not None:  # straight to the logger: the epoch is the step
+            self.logger.log_metrics(values, step=epoch)
 
-    def test_step(self, batch, batch_idx: int) -> None:
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["first_objective"] = self.first_objective  # the divergence rule's reference survives a resume
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.first_objective = checkpoint.get("first_objective")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._accumulate("test", batch)
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self._means("test"))
+        means = self._means("test")
+        self.test_metrics = dict(zip(means, torch.stack(list(means.values())).tolist()))
+
+
+def build_learner(cfg: DictConfig, splits: Splits) -> Learner:
+    """standardise → features → model, with the loss, regularizer and optimizer."""
+    loss = losses.build_loss(cfg.loss, splits.task, splits.num_classes)
+    analytic = cfg.loss.gradient == "analytic"
+    stages: list[torch.nn.Module] = []
+    x = splits.x_train
+    if cfg.dataset.standardize:
+        stages.append(Standardize(x))
+        x = stages[-1](x)
+    feature_map = features.build_features(cfg.features, x)
+    stages.append(feature_map)
+    out = loss.output_dim(splits.task, splits.num_classes, splits.target_dim)
+    stages.append(build_model(cfg.model, feature_map.out_features, out, analytic=analytic))
+    return Learner(
+        torch.nn.Sequential(*stages),
+        loss,
+        regularizers.build_regularizer(cfg.regularizer),
+        cfg.optimizer,
+        cfg.trainer.eval_every_n_epochs,
+    )

@@ -1,0 +1,1 @@
+"""The cluster path: SLURM job states, requeue, and the submitit launcher that survives them."""

@@ -1,0 +1,241 @@
+"""``overfit train -m``: a Hydra multirun whose points share one MLflow parent run.
+
+Every point is composed and validated before the parent exists; a sweep whose
+points all finished earlier launches nothing; points that can train as one
+batched model are planned into groups (``sweep.vectorize``); an adaptive sweeper
+(Optuna) gets this project's defaults; ``--detach`` hands the sweep to a SLURM
+driver job. The jobs themselves run :func:`overfit.app.task`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from omegaconf import DictConfig, OmegaConf
+
+from overfit import paths
+from overfit.app import hydra_session, task
+from overfit.compose import compose_jobs
+from overfit.interrupts import Signals
+from overfit.tracking import runs
+from overfit.tracking.store import Store, store_for
+from overfit.tracking.sweeps import Outcome, close_parent, open_parent
+
+if TYPE_CHECKING:
+    from overfit.training.groups import Member
+
+
+def sweep_axes(task_args: list[str]) -> list[str]:
+    """The keys a sweep varies (``model`` for ``model=linear,mlp``)."""
+    from overfit.tracking.sweeps import axes
+
+    return [k.removesuffix(".name") for k in axes(task_args)]
+
+
+def sweep_axes_override(task_args: list[str]) -> str:
+    """``sweep.axes=[k1,k2]``: tells each point which of its overrides name it."""
+    return f"sweep.axes=[{','.join(sweep_axes(task_args))}]"
+
+
+def sweep_dir_of(task_args: list[str]) -> Path:
+    """The sweep's directory: as given, else Hydra's default pattern under the project root, fixed now."""
+    given = next((a.split("=", 1)[1] for a in task_args if a.startswith("hydra.sweep.dir=")), None)
+    return paths.resolve(given) if given else paths.project_root() / "multirun" / time.strftime("%Y-%m-%d/%H-%M-%S")
+
+
+def vectorized_units(task_args: list[str], jobs: list[DictConfig]) -> list[list[Member]] | None:
+    """The sweep's jobs when its points train in groups: each group one job, the rest one job each.
+
+    None when nothing batches, with ``sweep.vectorize=false``, or when an adaptive sweeper picks the points.
+    """
+    from overfit.compose import expand
+    from overfit.training.groups import MAX_GROUP, Member
+    from overfit.training.vectorized import plan_groups
+
+    if adaptive(task_args) or not all(job.sweep.vectorize for job in jobs):
+        return None
+    groups, alone = plan_groups(jobs)
+    keys = sweep_axes(task_args)
+    points = []
+    for num, (args, job) in enumerate(zip(expand(task_args), jobs)):
+        own = [a for a in args if not a.startswith(("hydra.", "hydra/", "+hydra."))]
+        points.append(Member(num, own, runs.point_name(own, keys), OmegaConf.to_yaml(job)))
+    for num, reason in alone:
+        print(f"[overfit] point {points[num].name} trains alone: {reason}", flush=True)
+    if not groups:
+        return None
+    units = [[points[i] for i in group[start:start + MAX_GROUP]] for group in groups
+             for start in range(0, len(group), MAX_GROUP)]
+    return units + [[points[num]] for num, _ in alone]
+
+
+def launcher_of(task_args: list[str]) -> str:
+    return next((a.split("=", 1)[1] for a in task_args if a.startswith("hydra/launcher=")), "basic")
+
+
+# ``hydra/sweeper=optuna`` as this project runs it (the plugin's own defaults otherwise: minimize, in-memory study):
+# a seeded sampler, so a rerun asks the same trials and reuses them; one trial at a time, each learning from all
+# before it; a diverged trial (NaN) is a result of the search, not a failure that stops it.
+OPTUNA_DEFAULTS = ("hydra.sweeper.sampler.seed=0", "hydra.sweeper.n_jobs=1", "hydra.sweeper.max_failure_rate=1.0")
+
+
+def adaptive(task_args: list[str]) -> bool:
+    """An adaptive sweeper (Optuna) picks its points as it goes: the composed jobs are only its search space's ends."""
+    return any(a.startswith("hydra/sweeper=") and a != "hydra/sweeper=basic" for a in task_args)
+
+
+def with_sweeper_defaults(task_args: list[str]) -> list[str]:
+    """``task_args`` with :data:`OPTUNA_DEFAULTS` in front for an Optuna sweep, each unless the user set it."""
+    if "hydra/sweeper=optuna" not in task_args:
+        return task_args
+    import optuna
+
+    optuna.logging.disable_default_handler()  # its handler holds the stderr of the moment; Hydra's logging has ours
+    optuna.logging.enable_propagation()
+    given = {a.split("=", 1)[0] for a in task_args}
+    return [*(d for d in OPTUNA_DEFAULTS if d.split("=", 1)[0] not in given), *task_args]
+
+
+def planned(task_args: list[str], jobs: list[DictConfig]) -> int:
+    """How many points the sweep will have: the grid's, or the adaptive sweeper's ``hydra.sweeper.n_trials``."""
+    if not adaptive(task_args):
+        return len(jobs)
+    from hydra import compose
+
+    with hydra_session():
+        cfg = compose("train", [a for a in task_args if a.startswith(("hydra/sweeper=", "hydra.sweeper."))],
+                      return_hydra_config=True)
+    return int(cfg.hydra.sweeper.get("n_trials", len(jobs)))
+
+
+def _reuse_all(store: Store, experiment_id: str, task_args: list[str], jobs: list[DictConfig],
+               nest_under: str | None, name: str | None) -> Outcome | None:
+    """When every point already has its result in the store: a parent linking them, nothing launched."""
+    if any(job.sweep.rerun for job in jobs) or adaptive(task_args):
+        return None
+    if len({job.experiment_name for job in jobs}) > 1:
+        return None
+    keys = [runs.Key.of(job) for job in jobs]
+    lookup = runs.find_all(store, experiment_id, keys)
+    found = []
+    for key in keys:
+        done = runs.finished(lookup[key])
+        if done is None:
+            return None
+        found.append(done.info.run_id)
+    shown = [a for a in task_args if not a.startswith(("hydra.", "hydra/", "+hydra."))]
+    parent = open_parent(store, experiment_id, shown, "none (every point reused)", nest_under, name)
+    for num, run_id in enumerate(found):
+        store.call("set_tag", parent, f"{runs.TAG_REUSED}{num}", run_id)
+    what = "the one point" if len(found) == 1 else f"every one of the {len(found)} points"
+    print(f"[overfit] {what} finished earlier: reused, nothing launched", flush=True)
+    return close_parent(store, parent)
+
+
+class Progress(threading.Thread):
+    """A line whenever more of a sweep's points have ended, read from the jobs' ``point.json`` files.
+
+    The sweep directory is where every launcher (in-process, joblib, SLURM nodes) writes its jobs,
+    so reading it costs a directory walk, not a store query that grows with the sweep.
+    """
+
+    def __init__(self, sweep_dir: Path, total: int, label: str) -> None:
+        super().__init__(daemon=True, name="overfit-progress")
+        self.sweep_dir, self.total, self.label = sweep_dir, total, label
+        self.stopped = threading.Event()
+        self.start_time = time.monotonic()
+
+    def run(self) -> None:
+        from overfit.tracking.pointfile import POINT_FILE, read_point
+
+        shown = 0
+        while not self.stopped.wait(2.0):
+            ended = [read_point(f.parent) for f in self.sweep_dir.rglob(POINT_FILE)]
+            done = sum(p is not None and p.status in ("FINISHED", "FAILED", "KILLED") for p in ended)
+            if done > shown:
+                shown = done
+                print(f"[overfit] {self.label}{done}/{self.total} points done, "
+                      f"{time.monotonic() - self.start_time:.0f} s", flush=True)
+
+
+def sweep(task_args: list[str], nest_under: str | None = None, name: str | None = None,
+          label: str = "", scheduled: str | None = None) -> Outcome:
+    """``overfit train -m ARGS``: validate every point, open the parent, launch, publish the report.
+
+    A sweep whose every point already finished launches nothing. A signal or Ctrl-C
+    ends the parent KILLED, with the report of what finished, and propagates.
+    ``scheduled``: the parent :func:`detach` created, reopened by its driver job.
+    """
+    task_args = with_sweeper_defaults(task_args)
+    jobs = compose_jobs(task_args, multirun=True)
+    if launcher_of(task_args) == "slurm":
+        from overfit.cluster.detach import need_slurm
+
+        need_slurm("hydra/launcher=slurm")
+    store = store_for(jobs[0].tracking.uri)
+    experiment_id = store.experiment(jobs[0].experiment_name)
+    reused = None if scheduled else _reuse_all(store, experiment_id, task_args, jobs, nest_under, name)
+    if reused is not None:
+        return reused
+    if scheduled:  # its points reuse finished runs one by one, in their jobs
+        runs.reopen(store, store.call("get_run", scheduled))
+    parent = scheduled or open_parent(store, experiment_id, task_args, launcher_of(task_args), nest_under, name)
+    total = planned(task_args, jobs)
+    print(f"[overfit] sweep parent run {parent} in experiment {jobs[0].experiment_name!r}: {total} points",
+          flush=True)
+    sweep_dir = sweep_dir_of(task_args)
+    store.call("set_tag", parent, "sweep_dir", str(sweep_dir))
+    units = vectorized_units(task_args, jobs)
+    if units is None:
+        overrides = [*task_args, sweep_axes_override(task_args)]
+    else:
+        from overfit.training.groups import PLAN_FILE, write_plan
+
+        write_plan(sweep_dir / PLAN_FILE, units)
+        overrides = [a for a in task_args if a.startswith(("hydra.", "hydra/", "+hydra."))]
+        overrides += [f"sweep.plan={sweep_dir / PLAN_FILE}", f"sweep.unit=range(0,{len(units)})"]
+        print(f"[overfit] vectorized: {len(jobs)} points in {len(units)} job(s)", flush=True)
+    progress = Progress(sweep_dir, total, label)
+    with Signals():
+        progress.start()
+        try:
+            with hydra_session() as hydra:
+                hydra.multirun(config_name="train", task_function=task,
+                               overrides=[*overrides, "hydra.mode=MULTIRUN", f"hydra.sweep.dir={sweep_dir}",
+                                          f"sweep.parent_run_id={parent}"])
+        except BaseException:
+            progress.stopped.set()
+            close_parent(store, parent, "KILLED")
+            raise
+        finally:
+            progress.stopped.set()
+    return close_parent(store, parent)
+
+
+def detach(task_args: list[str], begin: str | None) -> str:
+    """``overfit train -m ARGS --detach [--begin TIME]``: every point validated now, the parent created SCHEDULED,
+    a SLURM driver job runs the sweep attached when its time comes (:mod:`overfit.cluster.detach`); returns at once."""
+    from overfit.cluster import detach as driver
+
+    task_args = with_sweeper_defaults(driver.slurm_args(task_args, None, "--detach"))
+    jobs = compose_jobs(task_args, multirun=True)
+    store = store_for(jobs[0].tracking.uri)
+    experiment_id = store.experiment(jobs[0].experiment_name)
+    sweep_dir = sweep_dir_of(task_args)
+    task_args = [*(a for a in task_args if not a.startswith("hydra.sweep.dir=")), f"hydra.sweep.dir={sweep_dir}"]
+    parent = open_parent(store, experiment_id, task_args, launcher_of(task_args), status="SCHEDULED")
+    driver.schedule(store, parent, ["train", "-m", *task_args], launcher_config(task_args), sweep_dir, begin, "sweep")
+    return parent
+
+
+def launcher_config(args: list[str]) -> DictConfig:
+    """``hydra.launcher`` as ``args`` (their launcher choice and settings) compose it."""
+    from hydra import compose
+
+    with hydra_session():
+        return compose("train", [a for a in args if a.startswith(("hydra/launcher=", "hydra.launcher.",
+                                                                   "trainer.accelerator="))],
+                       return_hydra_config=True).hydra.launcher

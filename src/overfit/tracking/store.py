@@ -1,0 +1,226 @@
+"""The MLflow store: one URI, set up once under a file lock, reached with bounded patience.
+
+Every process that records runs goes through :class:`Store`:
+
+- the URI is ``tracking.uri`` → ``$MLFLOW_TRACKING_URI`` → the project's SQLite file,
+  and a relative SQLite path is anchored at the project root (a job's working
+  directory never matters);
+- a fresh SQLite store is created and migrated, and experiments are created, under
+  a file lock, so any number of independent processes may start together;
+- an HTTP store is probed first with a short timeout, and MLflow's own request
+  timeout and retries are bounded, so a server that is down or mute is one line
+  within seconds, not a hang;
+- transient failures (a locked SQLite file, a server restarting) are retried
+  with backoff for a bounded time (:func:`retry`);
+- a file that is not an MLflow database, or a read-only one, is one line naming it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from overfit import paths
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+T = TypeVar("T")
+
+PROBE_SECONDS = 5.0  # a tracking server that does not answer /health within this is down
+HTTP_TIMEOUT = "10"  # seconds per MLflow request (MLflow's default: 120)
+HTTP_RETRIES = "2"  # MLflow's default 7 retries back off for minutes
+RETRY_SECONDS = 120.0  # how long a write waits for a locked or restarting store
+# MLflow logs a full traceback for every locked SQLite write it gives up on; retries are ours to report.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+
+
+class StoreError(RuntimeError):
+    """The store cannot be used: unreachable, not an MLflow store, read-only. One line for the user."""
+
+
+def resolve_uri(configured: str | None = None) -> str:
+    """``configured`` → ``$MLFLOW_TRACKING_URI`` → the project store; relative SQLite paths made absolute."""
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or paths.default_tracking_uri()
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{paths.resolve(uri.removeprefix('sqlite:///'))}"
+    return uri
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a SQLite URI, else None."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def is_http(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def artifact_root(uri: str, experiment_name: str) -> str | None:
+    """Where a new experiment keeps artifacts: beside a SQLite database, else the server's choice."""
+    db = sqlite_file(uri)
+    return None if db is None else (db.parent / "artifacts" / experiment_name).as_uri()
+
+
+def transient(exc: BaseException) -> bool:
+    """A failure worth waiting out: a locked SQLite file, a server that is restarting or overloaded."""
+    text = str(exc).lower()
+    return any(word in text for word in ("database is locked", "database is busy", "temporarily_unavailable",
+                                         "connection refused", "max retries exceeded", "timed out", "read timeout",
+                                         "503", "502", "504", "429"))
+
+
+def describe(uri: str, exc: BaseException) -> str:
+    """One line for a store failure, naming the store and what is wrong with it."""
+    text = " ".join(str(exc).split())
+    low = text.lower()
+    if "readonly" in low or "read-only" in low or "read only" in low:
+        problem = "is read-only (MLflow must write to it)"
+    elif "not a database" in low or "malformed" in low or "no such table" in low or "out-of-date database" in low:
+        problem = f"is not a usable MLflow database ({text[:160]})"
+    elif "database is locked" in low:
+        problem = f"stayed locked for {RETRY_SECONDS:.0f} s (another process holds it)"
+    elif transient(exc):
+        problem = f"did not answer ({text[:160]})"
+    else:
+        problem = f"failed: {text[:200]}"
+    return f"MLflow store {uri} {problem}"
+
+
+def retry(call: Callable[[], T], uri: str, budget: float = RETRY_SECONDS) -> T:
+    """``call()``, retried with exponential backoff while the store fails transiently, for ``budget`` seconds.
+
+    A permanent failure, or a transient one that outlasts the budget, is a :class:`StoreError`.
+    """
+    deadline = time.monotonic() + budget
+    pause = 0.5
+    while True:
+        try:
+            return call()
+        except StoreError:
+            raise
+        except Exception as exc:  # MLflow raises MlflowException, SQLAlchemy and requests errors alike
+            if not transient(exc) or time.monotonic() + pause > deadline:
+                raise StoreError(describe(uri, exc)) from exc
+            time.sleep(pause)
+            pause = min(pause * 2, 10.0)
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (created), held for the block: one process sets the store up."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _probe(uri: str) -> None:
+    """A tracking server answers ``/health`` within seconds, or the store is down: one line, no hang."""
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=PROBE_SECONDS) as response:
+            response.read()
+    except (OSError, urllib.error.URLError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise StoreError(f"MLflow tracking server {uri} does not answer ({reason}); start it or point "
+                         "tracking.uri / MLFLOW_TRACKING_URI at a running one") from exc
+
+
+class Store:
+    """One MLflow store for this process: its client, its experiments, bounded retries."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self._client: MlflowClient | None = None
+        self._experiments: dict[str, str] = {}
+
+    @property
+    def client(self) -> MlflowClient:
+        """The client, the store created or migrated on first use (under the lock for SQLite)."""
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            if is_http(self.uri):
+                os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", HTTP_TIMEOUT)
+                os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", HTTP_RETRIES)
+                _probe(self.uri)
+            client = MlflowClient(self.uri)
+            db = sqlite_file(self.uri)
+            if db is not None:
+                with _file_lock(db.with_name(db.name + ".lock")):
+                    retry(client.search_experiments, self.uri)  # creates or migrates the database once
+            else:
+                retry(client.search_experiments, self.uri)
+            self._client = client
+        return self._client
+
+    def experiment(self, name: str) -> str:
+        """The experiment's id, created (artifacts beside a SQLite store) by whichever process comes first."""
+        if name not in self._experiments:
+            self._experiments[name] = retry(lambda: self._get_or_create(name), self.uri)
+        return self._experiments[name]
+
+    def find_experiment(self, name: str) -> str | None:
+        """The experiment's id if it exists; never creates anything."""
+        if name in self._experiments:
+            return self._experiments[name]
+        found = retry(lambda: self.client.get_experiment_by_name(name), self.uri)
+        if found is not None:
+            self._experiments[name] = found.experiment_id
+        return None if found is None else found.experiment_id
+
+    def _get_or_create(self, name: str) -> str:
+        from mlflow.exceptions import MlflowException
+
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        db = sqlite_file(self.uri)
+        lock = _file_lock(db.with_name(db.name + ".lock")) if db is not None else _no_lock()
+        with lock:
+            found = self.client.get_experiment_by_name(name)
+            if found is not None:
+                return found.experiment_id
+            try:
+                return self.client.create_experiment(name, artifact_location=artifact_root(self.uri, name))
+            except MlflowException:  # another client of a server created it first
+                found = self.client.get_experiment_by_name(name)
+                if found is None:
+                    raise
+                return found.experiment_id
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """``client.<method>(*args, **kwargs)`` with the store's retries."""
+        return self.call_within(RETRY_SECONDS, method, *args, **kwargs)
+
+    def call_within(self, budget: float, method: str, *args: Any, **kwargs: Any) -> Any:
+        """``client.<method>(...)`` retried for at most ``budget`` seconds (0: one try)."""
+        return retry(lambda: getattr(self.client, method)(*args, **kwargs), self.uri, budget)
+
+
+@contextmanager
+def _no_lock() -> Iterator[None]:
+    yield
+
+
+@cache
+def open_store(uri: str) -> Store:
+    """The process's one :class:`Store` for ``uri`` (each sweep job in a process reuses its connection)."""
+    return Store(uri)
+
+
+def store_for(configured: str | None = None) -> Store:
+    """The store a config's ``tracking.uri`` (or the environment, or the default) names."""
+    return open_store(resolve_uri(configured))
