@@ -108,6 +108,19 @@ def test_reuse_key_includes_the_code_that_computes_results(root: Path, store, ca
     assert trained() == 2
 
 
+def test_a_finished_sweep_reruns_without_importing_pytorch(root: Path, capsys) -> None:
+    """Every point reused: a parent linking them and the report, with neither PyTorch nor Lightning imported."""
+    sweep = ["train", "-m", "features=polynomial", "features.order=1,2", "trainer.max_epochs=3"]
+    code, _, err = run_cli(capsys, *sweep)
+    assert code == 0, err
+    probe = ("import sys; from overfit import cli; code = cli.main(sys.argv[1:]); "
+             "print('imported:', sorted(m for m in ('torch', 'lightning') if m in sys.modules)); sys.exit(code)")
+    out = subprocess.run([sys.executable, "-c", probe, *sweep], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "every one of the 2 points finished earlier" in out.stdout
+    assert "imported: []" in out.stdout
+
+
 def _exact_objective(cfg) -> float:
     """min_w,b (1/N)·Σ(y − φw − b)² + λ‖w‖² in float64, with the run's own feature map."""
     splits = datasets.load(cfg.dataset, cfg.seed)

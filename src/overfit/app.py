@@ -27,7 +27,7 @@ from overfit.config import register
 from overfit.interrupts import Signals
 from overfit.tracking import runs
 from overfit.tracking.store import resolve_uri, store_for
-from overfit.training.task import PointResult, run_point
+from overfit.tracking.pointfile import PointResult
 
 if TYPE_CHECKING:
     from overfit.tracking.sweeps import Outcome
@@ -45,6 +45,8 @@ logging.getLogger("hydra.core.utils").addFilter(_NoJobErrorEcho())
 
 def task(cfg: DictConfig) -> PointResult | float:
     """Hydra's task function: one job. A single run returns its result; a sweep point its validation error."""
+    from overfit.training.task import run_point  # training (PyTorch, Lightning) is imported by the jobs alone
+
     hc = HydraConfig.get()
     if cfg.sweep.get("unit") is not None:  # a vectorized sweep's job: a group of points, or one that trains alone
         return _unit(cfg, Path(hc.runtime.output_dir))
@@ -62,6 +64,7 @@ def task(cfg: DictConfig) -> PointResult | float:
 def _unit(cfg: DictConfig, job_dir: Path) -> float:
     """One job of a vectorized sweep: its points as one batched model, or a point alone; the best val error."""
     from overfit.training.groups import read_unit, run_group
+    from overfit.training.task import run_point
 
     members = read_unit(Path(cfg.sweep.plan), cfg.sweep.unit)
     if len(members) == 1:

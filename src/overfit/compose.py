@@ -67,13 +67,14 @@ def _is_value(override: str, groups: tuple[str, ...]) -> bool:
     return not key.startswith(("+", "~", "hydra")) and "@" not in key and "/" not in key and key not in groups
 
 
-def compose_jobs(overrides: list[str], multirun: bool) -> list[DictConfig]:
+def compose_jobs(overrides: list[str], multirun: bool, checked: bool = True) -> list[DictConfig]:
     """Compose and validate every job a command would launch, before anything runs.
 
     Jobs that choose the same group options are composed once by Hydra and differ
     only by value overrides, applied to copies (a 180-point sweep composes one
     config, not 180); a bad value in any point stops the whole sweep before its
-    parent run exists.
+    parent run exists. ``checked=False`` leaves each group's checks (:func:`overfit.config.check_groups`,
+    which import PyTorch) to the caller: a sweep first looks for finished runs, which were valid when they ran.
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -102,6 +103,6 @@ def compose_jobs(overrides: list[str], multirun: bool) -> list[DictConfig]:
                     OmegaConf.update(cfg, o.get_key_element(), o.value(), merge=False)
             except (HydraException, OmegaConfBaseException) as exc:
                 raise _one_line(exc) from exc
-            validate(cfg)
+            validate(cfg, groups=checked)
             composed.append(cfg)
     return composed

@@ -17,9 +17,6 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
-from overfit.data import datasets
-from overfit.maths import features, losses, regularizers
-from overfit.training import models, optimizers, trainer
 from overfit.errors import ConfigError
 
 
@@ -215,10 +212,19 @@ EXPERIMENT_ALLOWED = "letters, digits, _ . - and spaces, not starting with . - o
 RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # an MLflow run id (it ends up in search filters)
 
 
-def validate(cfg: DictConfig) -> None:
-    """Reject impossible values, unknown keys and what this machine cannot run; each check raises one ConfigError."""
+def validate(cfg: DictConfig, groups: bool = True) -> None:
+    """Reject impossible values, unknown keys and what this machine cannot run; each check raises one ConfigError.
+
+    ``groups=False``: the keys and top-level values only, leaving :func:`check_groups` for later.
+    """
     _check_keys(cfg)
     _check_top_level(cfg)
+    if groups:
+        check_groups(cfg)
+
+
+def check_groups(cfg: DictConfig) -> None:
+    """Each group's values, and whether data, features, model and optimizer fit this machine."""
     try:
         _check_groups(cfg)
     except (ConfigAttributeError, ConfigKeyError) as err:  # e.g. optimizer.name=lbfgs on the sgd option
@@ -282,7 +288,15 @@ def _check_top_level(cfg: DictConfig) -> None:
 
 
 def _check_groups(cfg: DictConfig) -> None:
-    """Each group's own check, then what needs several groups: do data, features, model and optimizer fit in memory."""
+    """Each group's own check, then what needs several groups: do data, features, model and optimizer fit in memory.
+
+    The group modules (and PyTorch with them) are imported here, not with the schemas: a sweep whose
+    points are all reused composes its configs without them.
+    """
+    from overfit.data import datasets
+    from overfit.maths import features, losses, regularizers
+    from overfit.training import models, optimizers, trainer
+
     datasets.check(cfg.dataset)
     d, n_train = datasets.INPUT_DIMS[cfg.dataset.name], datasets.train_size(cfg.dataset)
     memory = datasets.memory_budget()

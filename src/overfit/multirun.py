@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from overfit import paths
 from overfit.app import hydra_session, task
 from overfit.compose import compose_jobs
+from overfit.config import check_groups
 from overfit.interrupts import Signals
 from overfit.tracking import runs
 from overfit.tracking.store import Store, store_for
@@ -62,7 +63,7 @@ def vectorized_units(task_args: list[str], jobs: list[DictConfig]) -> list[list[
     points = []
     for num, (args, job) in enumerate(zip(expand(task_args), jobs)):
         own = [a for a in args if not a.startswith(("hydra.", "hydra/", "+hydra."))]
-        points.append(Member(num, own, runs.point_name(own, keys), OmegaConf.to_yaml(job)))
+        points.append(Member(num, own, runs.point_name(own, keys), OmegaConf.to_container(job)))
     for num, reason in alone:
         print(f"[overfit] point {points[num].name} trains alone: {reason}", flush=True)
     if not groups:
@@ -111,12 +112,18 @@ def planned(task_args: list[str], jobs: list[DictConfig]) -> int:
     return int(cfg.hydra.sweeper.get("n_trials", len(jobs)))
 
 
-def _reuse_all(store: Store, experiment_id: str, task_args: list[str], jobs: list[DictConfig],
-               nest_under: str | None, name: str | None) -> Outcome | None:
-    """When every point already has its result in the store: a parent linking them, nothing launched."""
+def _reuse_all(store: Store, task_args: list[str], jobs: list[DictConfig], nest_under: str | None,
+               name: str | None) -> Outcome | None:
+    """When every point already has its result in the store: a parent linking them, nothing launched.
+
+    Read-only until it knows: a store or experiment that does not exist yet is not created here.
+    """
     if any(job.sweep.rerun for job in jobs) or adaptive(task_args):
         return None
-    if len({job.experiment_name for job in jobs}) > 1:
+    if len({job.experiment_name for job in jobs}) > 1 or not store.exists():
+        return None
+    experiment_id = store.find_experiment(jobs[0].experiment_name)
+    if experiment_id is None:
         return None
     keys = [runs.Key.of(job) for job in jobs]
     lookup = runs.find_all(store, experiment_id, keys)
@@ -170,16 +177,18 @@ def sweep(task_args: list[str], nest_under: str | None = None, name: str | None 
     ``scheduled``: the parent :func:`detach` created, reopened by its driver job.
     """
     task_args = with_sweeper_defaults(task_args)
-    jobs = compose_jobs(task_args, multirun=True)
+    jobs = compose_jobs(task_args, multirun=True, checked=False)  # finished runs first: they were valid
     if launcher_of(task_args) == "slurm":
         from overfit.cluster.detach import need_slurm
 
         need_slurm("hydra/launcher=slurm")
     store = store_for(jobs[0].tracking.uri)
-    experiment_id = store.experiment(jobs[0].experiment_name)
-    reused = None if scheduled else _reuse_all(store, experiment_id, task_args, jobs, nest_under, name)
+    reused = None if scheduled else _reuse_all(store, task_args, jobs, nest_under, name)
     if reused is not None:
         return reused
+    for job in jobs:  # what will train: every point checked before the parent exists
+        check_groups(job)
+    experiment_id = store.experiment(jobs[0].experiment_name)
     if scheduled:  # its points reuse finished runs one by one, in their jobs
         runs.reopen(store, store.call("get_run", scheduled))
     parent = scheduled or open_parent(store, experiment_id, task_args, launcher_of(task_args), nest_under, name)

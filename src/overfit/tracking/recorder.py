@@ -78,21 +78,34 @@ def record(rec: Record) -> PointResult:
     return result
 
 
-def _quiet() -> None:
-    """A worker's logging: MLflow's per-write chatter is the parent's business, not the terminal's."""
+def _start(uri: str) -> None:
+    """A worker's start: MLflow imported and the store opened (seconds) while the group still trains;
+    MLflow's per-write chatter is the parent's business, not the terminal's."""
     import logging
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    open_store(uri).client
+
+
+def _ready() -> None:
+    """A task that only makes the pool start a worker (Python starts them on demand)."""
 
 
 class Recorder:
-    """Records runs in order of submission: inline, or in one process per core for a large batch."""
+    """Records runs in order of submission: inline, or in one process per core for a large batch.
 
-    def __init__(self, expected: int) -> None:
+    Create it before the work whose results it records: its workers start meanwhile.
+    """
+
+    def __init__(self, expected: int, uri: str) -> None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        self.pool = (ProcessPoolExecutor(max_workers=min(cores, 4), mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_quiet)
+        workers = min(cores, 4)
+        self.pool = (ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_start, initargs=(uri,))
                      if expected >= POOL_FROM and cores > 1 else None)
+        if self.pool is not None:
+            for _ in range(workers):
+                self.pool.submit(_ready)
         self.pending: list[Future[PointResult] | PointResult] = []
 
     def submit(self, rec: Record) -> None:

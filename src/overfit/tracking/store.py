@@ -116,15 +116,18 @@ def retry(call: Callable[[], T], uri: str, budget: float = RETRY_SECONDS) -> T:
 
 
 @contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on ``path`` (created), held for the block: one process sets the store up."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def _dir_lock(directory: Path) -> Iterator[None]:
+    """An exclusive advisory lock on the store's directory, held for the block: one process sets the store up.
+
+    The directory itself is locked, so no lock file is left beside the store.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _probe(uri: str) -> None:
@@ -159,12 +162,17 @@ class Store:
             client = MlflowClient(self.uri)
             db = sqlite_file(self.uri)
             if db is not None:
-                with _file_lock(db.with_name(db.name + ".lock")):
+                with _dir_lock(db.parent):
                     retry(client.search_experiments, self.uri)  # creates or migrates the database once
             else:
                 retry(client.search_experiments, self.uri)
             self._client = client
         return self._client
+
+    def exists(self) -> bool:
+        """Whether there is a store to read: a SQLite file not yet created holds nothing (a server always may)."""
+        db = sqlite_file(self.uri)
+        return db is None or db.exists()
 
     def experiment(self, name: str) -> str:
         """The experiment's id, created (artifacts beside a SQLite store) by whichever process comes first."""
@@ -188,7 +196,7 @@ class Store:
         if found is not None:
             return found.experiment_id
         db = sqlite_file(self.uri)
-        lock = _file_lock(db.with_name(db.name + ".lock")) if db is not None else _no_lock()
+        lock = _dir_lock(db.parent) if db is not None else _no_lock()
         with lock:
             found = self.client.get_experiment_by_name(name)
             if found is not None:

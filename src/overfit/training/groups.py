@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -52,7 +52,7 @@ class Member:
     num: int
     overrides: list[str]
     name: str
-    config: str  # the composed config as YAML
+    config: dict[str, Any]  # the composed config, interpolations unresolved (a JSON document: YAML costs 10×)
 
     def cfg(self, parent_run_id: str | None) -> DictConfig:
         cfg = OmegaConf.create(self.config)
@@ -91,18 +91,18 @@ def run_group(members: list[Member], parent_run_id: str | None, job_dir: Path) -
         if not todo:
             return [r for r in results if r is not None]
         histories: list[list[tuple[str, float, int, int]]] = [[] for _ in todo]
-        splits = load_splits([cfgs[i] for i in todo])
-        start_ms = int(time.time() * 1000)
-        try:
-            trained = train_group([cfgs[i] for i in todo], splits, on_epoch=_collect(histories, [claims[i] for i in todo]),
-                                  output_dir=job_dir)
-        except BaseException as exc:  # the reopened runs end with the reason; new points have no run yet
-            for i in todo:
-                if claims[i] is not None:
-                    finish(store, claims[i].result, job_dir / str(members[i].num), error=exc)
-            raise
-        pictures = _Pictures()
-        with Recorder(len(todo)) as recorder:
+        with Recorder(len(todo), store.uri) as recorder:
+            splits = load_splits([cfgs[i] for i in todo])
+            start_ms = int(time.time() * 1000)
+            try:
+                trained = train_group([cfgs[i] for i in todo], splits,
+                                      on_epoch=_collect(histories, [claims[i] for i in todo]), output_dir=job_dir)
+            except BaseException as exc:  # the reopened runs end with the reason; new points have no run yet
+                for i in todo:
+                    if claims[i] is not None:
+                        finish(store, claims[i].result, job_dir / str(members[i].num), error=exc)
+                raise
+            pictures = _Pictures()
             for i, point, data, history in zip(todo, trained, splits, histories):
                 recorder.submit(_record(store, experiment_id, members[i], cfgs[i], keys[i], claims[i], point, data,
                                         history, pictures, start_ms, job_dir / str(members[i].num)))
