@@ -139,7 +139,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
         except Interrupted as exc:  # a group of points stops at once (no checkpoint): requeued all the same
             preempt = signal.getsignal(signal.SIGUSR2)
             if exc.signum in REQUEUE_SIGNALS and callable(preempt):
-                preempt(exc.signum, None)  # submitit: checkpoint() and requeue, then exit
+                slurm.requeue(exc.signum, preempt)  # submitit: checkpoint() and requeue, then exit
             raise
         finally:
             if timer is not None:

@@ -175,7 +175,12 @@ def requeue(signum: int, previous: Callable[[int, FrameType | None], Any] | Any)
     Inside a submitit job the previous handler is submitit's: it calls the launcher's
     ``checkpoint()``, requeues and exits (or raises ``UncompletedJobError`` when the
     job timed out too often). A plain ``sbatch`` job is requeued with ``scontrol``.
+    From here on the job only ends: further signals are ignored.
     """
+    # Requeueing makes SLURM signal this job (SIGTERM, SIGCONT): a handler that raised then would abort the
+    # requeue half-way and leave submitit's failure record for a job that is in fact queued again.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_IGN)
     if callable(previous) and previous not in (signal.default_int_handler,):
         previous(signum, None)
         return

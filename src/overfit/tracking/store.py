@@ -159,12 +159,11 @@ class Store:
                 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", HTTP_TIMEOUT)
                 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", HTTP_RETRIES)
                 _probe(self.uri)
-            client = MlflowClient(self.uri)
             db = sqlite_file(self.uri)
-            if db is not None:
-                with _dir_lock(db.parent):
-                    retry(client.search_experiments, self.uri)  # creates or migrates the database once
-            else:
+            # Constructing the client opens MLflow's store, which creates or migrates the database: for
+            # SQLite, one process at a time, so processes started together on a fresh store never race.
+            with _dir_lock(db.parent) if db is not None else _no_lock():
+                client = retry(lambda: MlflowClient(self.uri), self.uri)
                 retry(client.search_experiments, self.uri)
             self._client = client
         return self._client
