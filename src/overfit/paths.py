@@ -36,7 +36,3 @@ def resolve(path: str | os.PathLike[str]) -> Path:
 def default_tracking_uri() -> str:
     """The default local MLflow store: SQLite under ``<root>/mlruns``."""
     return f"sqlite:///{project_root() / 'mlruns' / 'mlflow.db'}"
-
-
-def default_artifact_root() -> Path:
-    return project_root() / "mlruns" / "artifacts"
