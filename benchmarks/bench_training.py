@@ -9,12 +9,15 @@ overfit run does per epoch — train, then evaluate loss and error on the
 training and validation sets and read them on the host (they would be logged) —
 and tests at the end. overfit's side is `overfit.training.task.fit` with its
 MLflow logger on (a real run in a private store); the figure is the time inside
-`Trainer.fit`. Runs are interleaved and the medians compared, in one process.
+`Trainer.fit`. A third column, the Lightning floor, is the bare loop's work in
+a minimal LightningModule (no logger, checkpoint or callback): what Lightning's
+loop alone adds. Runs are interleaved and the medians compared, in one process.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import statistics
 import sys
@@ -80,44 +83,127 @@ def _polynomial(seed: int, device: str, order: int = 12) -> tuple[torch.Tensor, 
     return (*feats, *(y.to(device) for y in ys))
 
 
+class Problem:
+    """One case's data, network, optimizer and loss, built the same way for the bare loop and the floor."""
+
+    def __init__(self, case: str, device: str) -> None:
+        torch.manual_seed(0)
+        self.regression = case.startswith("polynomial")
+        self.device = device
+        data = _polynomial(0, device) if self.regression else _digits(0, device)
+        self.x_tr, self.x_va, self.x_te, self.y_tr, self.y_va, self.y_te = data
+        width = self.x_tr.shape[1]
+        if case.startswith("digits MLP"):
+            self.net = nn.Sequential(nn.Linear(width, 128), nn.ReLU(), nn.Linear(128, 10)).to(device)
+            self.opt: torch.optim.Optimizer = torch.optim.Adam(self.net.parameters(), lr=1e-3)
+            self.batch = 64
+        else:
+            self.net = nn.Linear(width, 1 if self.regression else 10).to(device)
+            self.opt = torch.optim.SGD(self.net.parameters(), lr=0.1 if self.regression else 0.5)
+            self.batch = len(self.x_tr)
+        self.loss_fn: Callable = F.mse_loss if self.regression else F.cross_entropy
+        self.gen = torch.Generator(device).manual_seed(0)
+
+    def batches(self) -> list:
+        """One epoch's index sets: slices of a fresh permutation, or everything (full batch)."""
+        if self.batch >= len(self.x_tr):
+            return [slice(None)]
+        return list(torch.randperm(len(self.x_tr), device=self.device, generator=self.gen).split(self.batch))
+
+    def step(self, idx: slice | torch.Tensor) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        self.loss_fn(self.net(self.x_tr[idx]), self.y_tr[idx]).backward()
+        self.opt.step()
+
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+        scores = self.net(x)
+        error = self.loss_fn(scores, y) if self.regression else (scores.argmax(1) != y).float().mean()
+        return [self.loss_fn(scores, y), error]
+
+    @torch.no_grad()
+    def epoch_metrics(self) -> list[float]:
+        """Train and validation loss and error, read on the host (they would be logged)."""
+        return torch.stack([*self.evaluate(self.x_tr, self.y_tr), *self.evaluate(self.x_va, self.y_va)]).tolist()
+
+    @torch.no_grad()
+    def test_metrics(self) -> list[float]:
+        return torch.stack(self.evaluate(self.x_te, self.y_te)).tolist()
+
+    def sync(self) -> None:
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+
+
 def bare(case: str, epochs: int, device: str) -> float:
     """Seconds of the training loop (data prepared outside, as overfit's fit receives it)."""
-    torch.manual_seed(0)
-    regression = case.startswith("polynomial")
-    x_tr, x_va, x_te, y_tr, y_va, y_te = _polynomial(0, device) if regression else _digits(0, device)
-    width = x_tr.shape[1]
-    if case.startswith("digits MLP"):
-        net = nn.Sequential(nn.Linear(width, 128), nn.ReLU(), nn.Linear(128, 10)).to(device)
-        opt: torch.optim.Optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-        batch = 64
-    else:
-        net = nn.Linear(width, 1 if regression else 10).to(device)
-        opt = torch.optim.SGD(net.parameters(), lr=0.1 if regression else 0.5)
-        batch = len(x_tr)
-    loss_fn: Callable = F.mse_loss if regression else F.cross_entropy
-    gen = torch.Generator(device).manual_seed(0)
-
-    def evaluate(x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
-        scores = net(x)
-        error = loss_fn(scores, y) if regression else (scores.argmax(1) != y).float().mean()
-        return [loss_fn(scores, y), error]
-
-    if device == "cuda":
-        torch.cuda.synchronize()
+    p = Problem(case, device)
+    p.sync()
     start = time.perf_counter()
     history = []
     for _ in range(epochs):
-        net.train()
-        order = torch.randperm(len(x_tr), device=device, generator=gen) if batch < len(x_tr) else None
-        for idx in (order.split(batch) if order is not None else [slice(None)]):
-            opt.zero_grad(set_to_none=True)
-            loss_fn(net(x_tr[idx]), y_tr[idx]).backward()
-            opt.step()
-        net.eval()
-        with torch.no_grad():
-            history.append(torch.stack([*evaluate(x_tr, y_tr), *evaluate(x_va, y_va)]).tolist())  # read, to log
-    with torch.no_grad():
-        torch.stack(evaluate(x_te, y_te)).tolist()
+        p.net.train()
+        for idx in p.batches():
+            p.step(idx)
+        p.net.eval()
+        history.append(p.epoch_metrics())
+    p.test_metrics()
+    p.sync()
+    return time.perf_counter() - start
+
+
+def lightning_floor(case: str, epochs: int, device: str) -> float:
+    """Seconds of ``Trainer.fit`` for the bare loop's work in a minimal LightningModule, one step per epoch.
+
+    What Lightning's loop alone costs (hooks, progress, optimizer wrapper) on the bare loop's maths, with
+    no logger, checkpoint or callback: the least any Lightning module training this way can take. overfit
+    trains one process the same way (manual optimization, an epoch per step).
+    """
+    import lightning as L
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # as overfit's trainer: no banners
+    p = Problem(case, device)
+
+    class Epochs:
+        def __len__(self) -> int:
+            return 1
+
+        def __iter__(self):
+            yield p.batches()
+
+    class Minimal(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = p.net
+            self.automatic_optimization = False
+
+        def training_step(self, batch: list, batch_idx: int) -> None:
+            opt = self.optimizers()
+            for idx in batch:
+                opt.zero_grad(set_to_none=True)
+                self.manual_backward(p.loss_fn(self.net(p.x_tr[idx]), p.y_tr[idx]))
+                opt.step()
+
+        def on_train_epoch_end(self) -> None:
+            self.net.eval()
+            p.epoch_metrics()
+            self.net.train()
+
+        def on_train_end(self) -> None:
+            p.test_metrics()  # before the trainer's teardown moves the module back to the CPU
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return p.opt
+
+        def train_dataloader(self) -> Epochs:
+            return Epochs()
+
+    trainer = L.Trainer(max_epochs=epochs, accelerator="gpu" if device == "cuda" else "cpu", devices=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0)
+    p.sync()
+    start = time.perf_counter()
+    trainer.fit(Minimal())
+    p.sync()
     return time.perf_counter() - start
 
 
@@ -162,16 +248,21 @@ def main() -> None:
     accelerator = "gpu" if args.device == "cuda" else "cpu"
     print(f"device={args.device} epochs={args.epochs} repeats={args.repeats} (medians, interleaved) "
           f"torch={torch.__version__} threads={torch.get_num_threads()}")
-    print(f"{'case':32s} {'bare loop s':>11s} {'overfit fit s':>13s} {'ratio':>6s}")
+    print(f"{'case':32s} {'bare loop s':>11s} {'Lightning floor s':>17s} {'overfit fit s':>13s} "
+          f"{'ratio':>6s} {'floor ratio':>11s}")
     for name, overrides in CASES.items():
         overrides = [*overrides, f"trainer.max_epochs={args.epochs}", f"trainer.accelerator={accelerator}"]
-        bare(name, args.epochs, args.device), overfit_fit(overrides, root)  # warm-up: kernels, lazy imports
-        times: dict[str, list[float]] = {"bare": [], "overfit": []}
+        ways = {"bare": lambda: bare(name, args.epochs, args.device),
+                "floor": lambda: lightning_floor(name, args.epochs, args.device),
+                "overfit": lambda: overfit_fit(overrides, root)}
+        for way in ways.values():  # warm-up: kernels, lazy imports
+            way()
+        times: dict[str, list[float]] = {key: [] for key in ways}
         for _ in range(args.repeats):
-            times["bare"].append(bare(name, args.epochs, args.device))
-            times["overfit"].append(overfit_fit(overrides, root))
-        b, o = statistics.median(times["bare"]), statistics.median(times["overfit"])
-        print(f"{name:32s} {b:11.3f} {o:13.3f} {o / b:6.2f}")
+            for key, way in ways.items():
+                times[key].append(way())
+        b, f, o = (statistics.median(times[key]) for key in ways)
+        print(f"{name:32s} {b:11.3f} {f:17.3f} {o:13.3f} {o / b:6.2f} {f / b:11.2f}")
         sys.stdout.flush()
 
 

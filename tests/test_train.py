@@ -5,15 +5,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
 from fakes import accept_fake_cifar10, write_cifar10, write_mnist
 from helpers import all_runs, compose, run_cli
+from overfit.data import datasets
+from overfit.data.datamodule import TensorDataModule
 from overfit.maths.features import polynomial_terms
 from overfit.tracking import runs
-from overfit.training.module import Diverged
+from overfit.training.module import Diverged, build_learner
 from overfit.training.task import fit, run_point
+from overfit.training.trainer import build_trainer
 
 
 LINE = ("dataset=line", "model=linear", "features=identity", "loss=mse", "regularizer=none", "optimizer=gd")
@@ -173,6 +177,36 @@ def test_max_norm_keeps_every_weight_row_inside_the_ball(root: Path) -> None:
                   "optimizer=sgd", "optimizer.lr=1.0", "trainer.max_epochs=2", "trainer.checkpoint=true")
     norms = fit(cfg, root / "out").learner.net[2].weight.norm(dim=1)
     assert norms.max() <= 0.3 + 1e-5
+
+
+STEPPED = [
+    ("optimizer=sgd", "optimizer.batch_size=8"),
+    ("optimizer=adam", "optimizer.batch_size=6", "regularizer=l2", "regularizer.strength=0.01"),
+    ("optimizer=momentum", "optimizer.batch_size=8", "regularizer=max_norm", "regularizer.c=0.5"),
+    ("optimizer=lbfgs", "optimizer.lr=0.5", "optimizer.max_iter=5"),
+]
+
+
+@pytest.mark.parametrize("overrides", STEPPED, ids=lambda o: " ".join(o))
+def test_an_epoch_per_lightning_step_trains_as_a_batch_per_step(overrides: tuple[str, ...], root: Path) -> None:
+    """One process steps through an epoch's batches inside one Lightning step; DDP takes one batch per step.
+
+    The two are the same updates in the same order: weights and metrics agree to float64 rounding.
+    """
+    cfg = compose("dataset=polynomial", "features=polynomial", "features.order=5", "trainer.precision=64-true",
+                  "trainer.accelerator=cpu", "trainer.max_epochs=7", "trainer.checkpoint=false", *overrides)
+    fused = fit(cfg, root / "fused")
+    assert not fused.learner.automatic_optimization
+    L.seed_everything(cfg.seed, verbose=False)
+    splits = datasets.load(cfg.dataset, cfg.seed)
+    learner = build_learner(cfg, splits).double()
+    splits = splits.floating(torch.float64)
+    data = TensorDataModule(learner.encode(splits), cfg.optimizer.batch_size, learner.eval_batch, cfg.seed)
+    build_trainer(cfg.trainer, False, root / "stepped", []).fit(learner, datamodule=data)
+    assert learner.automatic_optimization
+    for mine, theirs in zip(fused.learner.net.parameters(), learner.net.parameters()):
+        torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-14)
+    assert fused.metrics["train/objective"] == pytest.approx(learner.last_metrics["train/objective"], rel=1e-12)
 
 
 @pytest.mark.parametrize("kind", ["mnist", "fashion_mnist", "cifar10"])

@@ -1,6 +1,6 @@
 """Vectorized sweeps: every point of a batched group trains exactly as it would alone.
 
-Each point is compared with the project's single path (build_learner → Lightning
+Each point is compared with the project's single path (`fit`: build_learner → Lightning
 Trainer → fit → test, no MLflow) in float64. The contract is a relative difference
 ≤ 1e-5 in the final train objective; the models are computed by the same formulas,
 so the tests hold every metric to 1e-9 (observed: ~1e-15).
@@ -10,18 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from omegaconf import DictConfig
 
 from overfit.compose import compose_jobs
-from overfit.data import datasets
-from overfit.data.datamodule import TensorDataModule
 from overfit.training.batched_optim import BatchedAdam, BatchedSGD
 from overfit.training.module import Diverged, Learner
-from overfit.training.module import build_learner
-from overfit.training.trainer import build_trainer
+from overfit.training.task import fit
 from overfit.training.vectorized import group_key, plan_groups, train_group
 
 F64 = ("trainer.precision=64-true", "trainer.accelerator=cpu")
@@ -34,18 +30,12 @@ def points(*overrides: str) -> list[DictConfig]:
 
 
 def alone(cfg: DictConfig, tmp_path: Path) -> tuple[dict[str, float], Learner] | Diverged:
-    """The point through the project's one-point path, without MLflow."""
-    L.seed_everything(cfg.seed, verbose=False)
-    splits = datasets.load(cfg.dataset, cfg.seed)
-    learner = build_learner(cfg, splits)
-    trainer = build_trainer(cfg.trainer, False, tmp_path, [])
-    data = TensorDataModule(splits, cfg.optimizer.batch_size, learner.eval_batch, cfg.seed)
+    """The point through the project's one-point path (``fit``), without MLflow."""
     try:
-        trainer.fit(learner, datamodule=data)
+        fitted = fit(cfg, tmp_path / "checkpoints")
     except Diverged as exc:
         return exc
-    trainer.test(learner, datamodule=data, verbose=False)
-    return {**learner.last_metrics, **learner.test_metrics}, learner
+    return {k: v for k, v in fitted.metrics.items() if k != "generalization_gap"}, fitted.learner
 
 
 def assert_same_as_alone(cfgs: list[DictConfig], tmp_path: Path, **kwargs) -> list:
@@ -64,7 +54,7 @@ def assert_same_as_alone(cfgs: list[DictConfig], tmp_path: Path, **kwargs) -> li
         for key, value in metrics.items():
             assert result.metrics[key] == pytest.approx(value, rel=REL, abs=ABS), key
         for mine, theirs in zip(result.net.parameters(), learner.net.parameters()):
-            torch.testing.assert_close(mine, theirs, rtol=REL, atol=ABS)
+            torch.testing.assert_close(mine.cpu(), theirs.cpu(), rtol=REL, atol=ABS)
     return results
 
 
@@ -98,6 +88,14 @@ def test_minibatch_optimizers_with_their_own_data_and_shuffling(setup: tuple[str
     cfgs = points(*POLY, "trainer.max_epochs=4", *setup)
     assert len(cfgs) == 4 and len(plan_groups(cfgs)[0]) == 1
     assert_same_as_alone(cfgs, tmp_path)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU on this machine")
+def test_a_group_on_the_gpu_trains_as_each_point_alone_on_the_gpu(tmp_path: Path) -> None:
+    cfgs = points("dataset=polynomial", "features=polynomial", "trainer.precision=64-true", "trainer.accelerator=gpu",
+                  "features.order=3,7", "regularizer=l2", "regularizer.strength=0,1e-2", "optimizer=sgd",
+                  "optimizer.batch_size=8", "optimizer.lr=0.1,0.5", "trainer.max_epochs=10")
+    assert_same_as_alone(cfgs, tmp_path, device="cuda")
 
 
 def test_a_diverging_point_is_masked_and_its_neighbours_train_on(tmp_path: Path) -> None:

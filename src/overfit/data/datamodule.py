@@ -2,7 +2,10 @@
 
 Small datasets are moved to the training device once; an epoch is a sequence
 of slices of one random permutation, so no Python object is touched per
-example and no batch crosses the host–device boundary.
+example and no batch crosses the host–device boundary. On one device the
+whole epoch is handed to Lightning as one item (its batches, drawn lazily):
+the module runs an epoch's optimizer steps inside one training step, so
+Lightning's fixed cost per step is paid once per epoch, not once per batch.
 """
 
 from __future__ import annotations
@@ -45,6 +48,19 @@ class TensorBatches:
             yield from zip(self.x.split(self.batch_size), self.y.split(self.batch_size))
 
 
+class WholeEpochs:
+    """One item per epoch: the epoch's :class:`TensorBatches` (a sequence would be read as several loaders)."""
+
+    def __init__(self, batches: TensorBatches) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return 1
+
+    def __iter__(self) -> Iterator[TensorBatches]:
+        yield self.batches
+
+
 class TensorDataModule(L.LightningDataModule):
     """Train / val / test splits as tensors on the trainer's device.
 
@@ -53,12 +69,14 @@ class TensorDataModule(L.LightningDataModule):
     through Lightning's test loop once, at the end.
     """
 
-    def __init__(self, splits: Splits, batch_size: int | None, eval_batch: int, seed: int) -> None:
+    def __init__(self, splits: Splits, batch_size: int | None, eval_batch: int, seed: int,
+                 whole_epochs: bool = False) -> None:
         super().__init__()
         self.splits = splits
         self.batch_size = batch_size
         self.eval_batch = eval_batch
         self.seed = seed
+        self.whole_epochs = whole_epochs  # one item per epoch, for a module that steps through it itself
         self.generator: torch.Generator | None = None
 
     def setup(self, stage: str) -> None:
@@ -77,9 +95,10 @@ class TensorDataModule(L.LightningDataModule):
             self.generator = torch.Generator(device)
             self.generator.set_state(state["generator"])
 
-    def train_dataloader(self) -> TensorBatches:
+    def train_dataloader(self) -> TensorBatches | WholeEpochs:
         s = self.splits
-        return TensorBatches(s.x_train, s.y_train, self.batch_size, self.generator)
+        batches = TensorBatches(s.x_train, s.y_train, self.batch_size, self.generator)
+        return WholeEpochs(batches) if self.whole_epochs else batches
 
     def test_dataloader(self) -> TensorBatches:
         s = self.splits

@@ -1,19 +1,28 @@
 """The Lightning module: network, loss + λ·R(W), optimizer, device-side metrics.
 
-Metrics are sums kept on the device (loss, errors, count) and turned into
-means once per epoch, so the hot loop never waits for the host. At the end of
-an epoch the training and validation sets are evaluated with the same weights
-(a no-grad pass over the device tensors), so train and val errors compare.
+On one device the module optimizes manually and one training step is a
+whole epoch: its mini-batches are stepped through in a loop here, with
+Lightning's own ``manual_backward`` and optimizer wrapper (precision, hooks and
+step counts stay Lightning's), because Lightning's fixed cost per step is as
+large as a small model's whole update. Several processes (DDP) step
+automatically, one batch per Lightning step: DDP syncs gradients once per forward.
+
+Metrics stay on the device: each split's mean loss and error are computed
+at the end of an epoch with the same weights (a no-grad pass over the device
+tensors, so train and val errors compare) and read on the host together, once
+per evaluated epoch; the hot loop never waits for the host.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from omegaconf import DictConfig
 from torch import nn
 
@@ -53,10 +62,11 @@ class Learner(L.LightningModule):
         self.optimizer_cfg = optimizer
         self.eval_every_n_epochs = eval_every_n_epochs
         self.classification = loss.task == "classification"
-        self._sums: dict[str, torch.Tensor] = {}
         self.first_objective: float | None = None  # the training objective at the first evaluated epoch
         self.last_metrics: dict[str, float] = {}  # train/val metrics of the last evaluated epoch
         self.test_metrics: dict[str, float] = {}
+        self._test_sums: list[torch.Tensor] = []  # [loss, error] × batch size of each test batch
+        self._test_n = 0
         # The regularized weights, found once: moving the module to a device keeps the Parameter objects.
         self._weights = weight_matrices(net)
         widest = max((getattr(m, "out_features", 0) for m in net.modules()), default=1)
@@ -92,9 +102,26 @@ class Learner(L.LightningModule):
     def penalty(self) -> torch.Tensor:
         return self.regularizer.penalty(self._weights)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        return self.loss(self(x), y) + self.penalty()
+    def objective(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """(1/B)·Σ L_i + λ·R(W) on one batch."""
+        loss = self.loss(self(x), y)
+        return loss + self.penalty() if self.regularizer.strength else loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
+        """Automatic: ``batch`` is one (x, y). Manual: ``batch`` is an epoch, an iterable of (x, y), stepped here."""
+        if self.automatic_optimization:
+            return self.objective(*batch)
+        optimizer = self.optimizers()
+        for x, y in batch:
+            optimizer.step(closure=partial(self._closure, optimizer, x, y))  # L-BFGS calls it more than once
+            self.regularizer.project_(self._weights)
+        return None
+
+    def _closure(self, optimizer: LightningOptimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        optimizer.zero_grad()
+        objective = self.objective(x, y)
+        self.manual_backward(objective)
+        return objective
 
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)
@@ -103,30 +130,28 @@ class Learner(L.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return build_optimizer(self.optimizer_cfg, self.parameters())
 
-    # --- evaluation: [Σ loss, Σ error, n] per split, on the device ------------
-    def _accumulate(self, split: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
-        x, y = batch
+    # --- evaluation: [mean loss, mean error] per split, on the device; one host read per epoch ----------
+    def _loss_and_error(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """[mean loss, mean error] of one batch: the 0-1 error for classes, Σ_j (y − ŷ)² per example for values."""
         scores = self(x)
         prediction = self.loss.predict(scores)
         if self.classification:
-            errors = (prediction != y).sum()
+            error = (prediction != y).to(scores.dtype).mean()
         else:
-            errors = (prediction - y).pow(2).sum()  # Σ_i Σ_j (y − ŷ)²: MSE after dividing by n
-        row = torch.stack([self.loss(scores, y) * len(x), errors.to(scores.dtype), scores.new_tensor(len(x))])
-        self._sums[split] = self._sums[split] + row if split in self._sums else row
-
-    def _means(self, split: str) -> dict[str, torch.Tensor]:
-        total_loss, total_error, n = self._sums.pop(split)
-        metrics = {f"{split}/loss": total_loss / n, f"{split}/error": total_error / n}
-        if self.classification:
-            metrics[f"{split}/acc"] = 1 - metrics[f"{split}/error"]
-        return metrics
+            error = (prediction - y).pow(2).sum() / len(x)
+        return torch.stack([self.loss(scores, y), error])
 
     @torch.no_grad()
-    def _evaluate(self, split: str, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        for batch in zip(x.split(self.eval_batch), y.split(self.eval_batch)):
-            self._accumulate(split, batch)
-        return self._means(split)
+    def _evaluate(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """[mean loss, mean error] over a whole split, in chunks the device holds (one, for small sets)."""
+        if len(x) <= self.eval_batch:
+            return self._loss_and_error(x, y)
+        chunks = zip(x.split(self.eval_batch), y.split(self.eval_batch))
+        return sum(self._loss_and_error(xc, yc) * len(xc) for xc, yc in chunks) / len(x)
+
+    def _named(self, split: str, loss: float, error: float) -> dict[str, float]:
+        accuracy = {f"{split}/acc": 1 - error} if self.classification else {}
+        return {f"{split}/loss": loss, f"{split}/error": error, **accuracy}
 
     def on_train_epoch_end(self) -> None:
         epoch = self.current_epoch + 1
@@ -135,16 +160,19 @@ class Learner(L.LightningModule):
         data = self.trainer.datamodule.splits
         if self.mode_dependent:  # eval mode only matters to dropout and batch norm; switching costs
             self.eval()
-        metrics = {**self._evaluate("train", data.x_train, data.y_train), **self._evaluate("val", data.x_val, data.y_val)}
+        rows = [self._evaluate(data.x_train, data.y_train), self._evaluate(data.x_val, data.y_val)]
         if self.mode_dependent:
             self.train(True)
-        metrics["train/objective"] = metrics["train/loss"] + self.penalty().detach()
-        values = dict(zip(metrics, torch.stack(list(metrics.values())).tolist()))  # one host sync per evaluated epoch
-        objective = values["train/objective"]
+        if self.regularizer.strength:
+            rows.append(self.penalty().detach().reshape(1))
+        train_loss, train_error, val_loss, val_error, *penalty = torch.cat(rows).tolist()  # the epoch's one host sync
+        objective = train_loss + sum(penalty)
         if self.first_objective is None:
             self.first_objective = objective
         if not math.isfinite(objective) or objective > DIVERGENCE_GROWTH * max(self.first_objective, 1e-12):
             raise Diverged(epoch, objective)
+        values = {**self._named("train", train_loss, train_error), "train/objective": objective,
+                  **self._named("val", val_loss, val_error)}
         self.last_metrics = values
         if self.logger is not None:  # straight to the logger: the epoch is the step
             self.logger.log_metrics(values, step=epoch)
@@ -155,12 +183,16 @@ class Learner(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.first_objective = checkpoint.get("first_objective")
 
+    def on_test_epoch_start(self) -> None:
+        self._test_sums, self._test_n = [], 0
+
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._accumulate("test", batch)
+        x, y = batch
+        self._test_sums.append(self._loss_and_error(x, y) * len(x))
+        self._test_n += len(x)
 
     def on_test_epoch_end(self) -> None:
-        means = self._means("test")
-        self.test_metrics = dict(zip(means, torch.stack(list(means.values())).tolist()))
+        self.test_metrics = self._named("test", *(sum(self._test_sums) / self._test_n).tolist())
 
 
 def build_learner(cfg: DictConfig, splits: Splits) -> Learner:

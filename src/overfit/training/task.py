@@ -122,7 +122,9 @@ def fit(cfg: DictConfig, checkpoints: Path, store: Store | None = None, run_id: 
                     cfg.trainer.checkpoint_every_seconds) if cfg.trainer.checkpoint else None
     trainer = build_trainer(cfg.trainer, logger if logger is not None else False, checkpoints.parent,
                             [resume] if resume is not None else [])
-    data = TensorDataModule(learner.encode(splits), cfg.optimizer.batch_size, learner.eval_batch, cfg.seed)
+    learner.automatic_optimization = trainer.world_size > 1  # one process: an epoch per step (overfit.training.module)
+    data = TensorDataModule(learner.encode(splits), cfg.optimizer.batch_size, learner.eval_batch, cfg.seed,
+                            whole_epochs=not learner.automatic_optimization)
     start = resume.path if resume is not None and resume.path.is_file() else None
     trainer.fit(learner, datamodule=data, ckpt_path=start, weights_only=True)
     trainer.test(learner, datamodule=data, verbose=False)
