@@ -17,7 +17,7 @@ import torch
 from helpers import all_runs, compose, run_cli
 from overfit.tracking import runs
 from overfit.training import resume
-from overfit.interrupts import Interrupted
+from overfit.interrupts import Interrupted, Signals
 from overfit.training.task import run_point
 
 SLOW_POINT = ("dataset=digits", "model=mlp", "model.hidden=[32]", "loss=log_likelihood", "optimizer=sgd",
@@ -174,6 +174,29 @@ def test_kill_9_then_the_same_command_continues_the_same_run(root: Path, store) 
     assert run.data.tags[runs.TAG_ATTEMPTS] == "2"
     assert steps(store, run.info.run_id) == list(range(1, 301))
     assert "resumed" in out
+
+
+def test_a_held_signal_waits_for_the_block_then_raises() -> None:
+    with Signals() as signals:
+        with pytest.raises(Interrupted) as caught:
+            with signals.held():
+                os.kill(os.getpid(), signal.SIGTERM)
+                reached = True  # an import cut here would leave half-initialised modules behind
+        assert reached and caught.value.signum == signal.SIGTERM
+
+
+def test_a_signal_while_the_run_is_created_still_closes_it(root: Path, store, monkeypatch) -> None:
+    real = runs.log_config
+
+    def log_config_then_sigterm(*args, **kwargs) -> None:
+        real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)  # the run exists, but claim has not handed it back yet
+
+    monkeypatch.setattr(runs, "log_config", log_config_then_sigterm)
+    with pytest.raises(Interrupted):
+        run_point(compose("dataset=line", "optimizer=gd", "trainer.max_epochs=3"), [], root / "job")
+    (run,) = all_runs(store)
+    assert run.info.status == "KILLED"
 
 
 @pytest.mark.slow

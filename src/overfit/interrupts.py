@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
@@ -54,6 +56,28 @@ class Signals:
         first = self.received is None
         self.received = self.received or signum
         if not self.deferred or not first:
+            raise Interrupted(self.received)
+
+    @contextmanager
+    def held(self, honour: bool = True) -> Iterator[None]:
+        """Defer signals over a block that must not be cut; then honour one that came (or leave it to :meth:`check`).
+
+        For imports (an exception raised mid-import leaves half-initialised modules
+        behind, and every later import of them fails) and for creating a run (a run
+        created but not yet handed back could not be closed).
+        """
+        before = self.deferred
+        self.deferred = True
+        try:
+            yield
+        finally:
+            self.deferred = before
+        if honour and not before:
+            self.check()
+
+    def check(self) -> None:
+        """Raise :class:`Interrupted` for a signal that came while it was held."""
+        if self.received is not None:
             raise Interrupted(self.received)
 
     def reinstall(self) -> None:

@@ -102,15 +102,17 @@ def fit(cfg: DictConfig, checkpoints: Path, store: Store | None = None, run_id: 
     With a store and a run, metrics go to the run (per epoch, step = epoch) and so
     does the picture; without, nothing is recorded (tests, non-zero ranks).
     """
-    import lightning as L
-    import torch
+    signals = signals or Signals()
+    with signals.held():  # seconds of cold imports, which a signal must not cut in half
+        import lightning as L
+        import torch
 
-    from overfit.data import datasets
-    from overfit.data.datamodule import TensorDataModule
-    from overfit.tracking.logger import RunLogger
-    from overfit.training.module import build_learner
-    from overfit.training.resume import Resume
-    from overfit.training.trainer import build_trainer
+        from overfit.data import datasets
+        from overfit.data.datamodule import TensorDataModule
+        from overfit.tracking.logger import RunLogger
+        from overfit.training.module import build_learner
+        from overfit.training.resume import Resume
+        from overfit.training.trainer import build_trainer
 
     L.seed_everything(cfg.seed, verbose=False)
     splits = datasets.load(cfg.dataset, cfg.seed)
@@ -118,7 +120,7 @@ def fit(cfg: DictConfig, checkpoints: Path, store: Store | None = None, run_id: 
     if str(cfg.trainer.precision) == "64-true":  # Lightning restores a checkpoint before converting: float64 throughout
         learner, splits = learner.double(), splits.floating(torch.float64)
     logger = RunLogger(store, run_id, logged) if store is not None and run_id is not None else None
-    resume = Resume(checkpoints, signals or Signals(), logger, cfg.trainer.checkpoint_every_n_epochs,
+    resume = Resume(checkpoints, signals, logger, cfg.trainer.checkpoint_every_n_epochs,
                     cfg.trainer.checkpoint_every_seconds) if cfg.trainer.checkpoint else None
     trainer = build_trainer(cfg.trainer, logger if logger is not None else False, checkpoints.parent,
                             [resume] if resume is not None else [])
@@ -239,11 +241,14 @@ def run_point(cfg: DictConfig, overrides: list[str], job_dir: Path, name: str | 
             return PointResult("", "FINISHED", fit(cfg, job_dir / "checkpoints", signals=signals).metrics)
     store = store_for(cfg.tracking.uri)
     with Signals() as signals:
-        claimed = claim(store, cfg, overrides, job_dir, name, job_num)
+        with signals.held(honour=False):  # the run is created or reopened here: a signal waits until it can be closed
+            claimed = claim(store, cfg, overrides, job_dir, name, job_num)
         result = claimed.result
         if claimed.reused:
+            signals.check()
             return result
         try:
+            signals.check()
             result.metrics = fit(cfg, claimed.checkpoints, store, result.run_id, signals, claimed.logged, name).metrics
         except Interrupted as exc:
             _interrupted(store, result, exc, signals, job_dir)
