@@ -3,7 +3,9 @@
 SIGTERM (a scheduler, ``kill``, ``scancel``), SIGINT (Ctrl-C) and SLURM's warning
 signals SIGUSR1/SIGUSR2 are recorded by :class:`Signals`. While a trainer runs, it
 defers them to the end of the epoch (see :class:`overfit.training.resume.Resume`);
-elsewhere the signal raises :class:`Interrupted` at once. No heavy import here:
+while a run is created and while the training libraries are imported they are held
+(:meth:`Signals.held`) and honoured right after; elsewhere the signal raises
+:class:`Interrupted` at once. No heavy import here:
 the CLI catches :class:`Interrupted` without loading Lightning.
 """
 
