@@ -201,7 +201,7 @@ def test_an_epoch_per_lightning_step_trains_as_a_batch_per_step(overrides: tuple
     splits = datasets.load(cfg.dataset, cfg.seed)
     learner = build_learner(cfg, splits).double()
     splits = splits.floating(torch.float64)
-    data = TensorDataModule(learner.encode(splits), cfg.optimizer.batch_size, learner.eval_batch, cfg.seed)
+    data = TensorDataModule(learner.encode(splits), cfg.optimizer.batch_size, cfg.seed)
     build_trainer(cfg.trainer, False, root / "stepped", []).fit(learner, datamodule=data)
     assert learner.automatic_optimization
     for mine, theirs in zip(fused.learner.net.parameters(), learner.net.parameters()):

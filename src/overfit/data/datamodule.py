@@ -66,15 +66,14 @@ class TensorDataModule(L.LightningDataModule):
 
     Training and validation sets are evaluated by the module itself at the end
     of an epoch (see :class:`overfit.module.Learner`); the test set goes
-    through Lightning's test loop once, at the end.
+    through Lightning's test loop once, at the end, as one batch that the
+    module evaluates in chunks the same way.
     """
 
-    def __init__(self, splits: Splits, batch_size: int | None, eval_batch: int, seed: int,
-                 whole_epochs: bool = False) -> None:
+    def __init__(self, splits: Splits, batch_size: int | None, seed: int, whole_epochs: bool = False) -> None:
         super().__init__()
         self.splits = splits
         self.batch_size = batch_size
-        self.eval_batch = eval_batch
         self.seed = seed
         self.whole_epochs = whole_epochs  # one item per epoch, for a module that steps through it itself
         self.generator: torch.Generator | None = None
@@ -102,4 +101,4 @@ class TensorDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> TensorBatches:
         s = self.splits
-        return TensorBatches(s.x_test, s.y_test, self.eval_batch)
+        return TensorBatches(s.x_test, s.y_test, None)

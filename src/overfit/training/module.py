@@ -65,8 +65,6 @@ class Learner(L.LightningModule):
         self.first_objective: float | None = None  # the training objective at the first evaluated epoch
         self.last_metrics: dict[str, float] = {}  # train/val metrics of the last evaluated epoch
         self.test_metrics: dict[str, float] = {}
-        self._test_sums: list[torch.Tensor] = []  # [loss, error] × batch size of each test batch
-        self._test_n = 0
         # The regularized weights, found once: moving the module to a device keeps the Parameter objects.
         self._weights = weight_matrices(net)
         widest = max((getattr(m, "out_features", 0) for m in net.modules()), default=1)
@@ -183,16 +181,9 @@ class Learner(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.first_objective = checkpoint.get("first_objective")
 
-    def on_test_epoch_start(self) -> None:
-        self._test_sums, self._test_n = [], 0
-
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, y = batch
-        self._test_sums.append(self._loss_and_error(x, y) * len(x))
-        self._test_n += len(x)
-
-    def on_test_epoch_end(self) -> None:
-        self.test_metrics = self._named("test", *(sum(self._test_sums) / self._test_n).tolist())
+        """The whole test set is one batch (see TensorDataModule), evaluated as train and val are."""
+        self.test_metrics = self._named("test", *self._evaluate(*batch).tolist())
 
 
 def build_learner(cfg: DictConfig, splits: Splits) -> Learner:

@@ -125,7 +125,7 @@ def fit(cfg: DictConfig, checkpoints: Path, store: Store | None = None, run_id: 
     trainer = build_trainer(cfg.trainer, logger if logger is not None else False, checkpoints.parent,
                             [resume] if resume is not None else [])
     learner.automatic_optimization = trainer.world_size > 1  # one process: an epoch per step (overfit.training.module)
-    data = TensorDataModule(learner.encode(splits), cfg.optimizer.batch_size, learner.eval_batch, cfg.seed,
+    data = TensorDataModule(learner.encode(splits), cfg.optimizer.batch_size, cfg.seed,
                             whole_epochs=not learner.automatic_optimization)
     start = resume.path if resume is not None and resume.path.is_file() else None
     trainer.fit(learner, datamodule=data, ckpt_path=start, weights_only=True)
