@@ -7,7 +7,7 @@ data, `nn.Linear` / `nn.Sequential`, `torch.optim`, PyTorch's own losses, the
 polynomial features computed once as a plain Legendre basis. Each does what an
 overfit run does per epoch — train, then evaluate loss and error on the
 training and validation sets and read them on the host (they would be logged) —
-and tests at the end. overfit's side is `overfit.training.task.fit` with its
+and tests at the end. overfit's side is `overfit.training.fit.fit` with its
 MLflow logger on (a real run in a private store); the figure is the time inside
 `Trainer.fit`. A third column, the Lightning floor, is the bare loop's work in
 a minimal LightningModule (no logger, checkpoint or callback): what Lightning's
@@ -214,8 +214,10 @@ def overfit_fit(overrides: list[str], root: Path) -> float:
 
     from overfit.compose import compose_jobs
     from overfit.tracking import runs
+    from overfit.tracking.logger import RunLogger
     from overfit.tracking.store import store_for
-    from overfit.training.task import fit
+    from overfit.tracking.writer import MetricWriter
+    from overfit.training.fit import fit
 
     cfg = compose_jobs(overrides, multirun=False)[0]
     store = store_for(cfg.tracking.uri)
@@ -229,10 +231,13 @@ def overfit_fit(overrides: list[str], root: Path) -> float:
         seconds["fit"] = time.perf_counter() - start
 
     L.Trainer.fit = timed
+    writer = MetricWriter(store)
     try:
-        fit(cfg, root / run_id / "checkpoints", store, run_id, name="bench")
+        fit(cfg, root / run_id / "checkpoints", RunLogger(writer, run_id), owner=run_id)
+        writer.flush()
     finally:
         L.Trainer.fit = real
+        writer.close()
     return seconds["fit"]
 
 

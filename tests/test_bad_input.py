@@ -90,7 +90,7 @@ CASES = [
     case("experiment_name=/tmp/elsewhere", "experiment_name", "got '/tmp/elsewhere'"),
     case("experiment_name=.hidden", "experiment_name", "not starting with ."),
     case("experiment_name=" + "x" * 201, "experiment_name", "at most 200 characters"),
-    case("sweep.parent_run_id=a/b", "sweep.parent_run_id", "an MLflow run id"),
+    case("sweep.parent_run_id=a/b", "sweep.parent_run_id", "is set by overfit"),
     # NaN, inf and out-of-range numbers, group by group
     case("dataset.noise=nan", "dataset.noise", "got nan (allowed: a finite number"),
     case("dataset.x_min=-inf", "dataset.x_min", "got -inf"),

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from overfit.data.datasets import Splits, true_function
 from overfit.tracking import curves, plots
 from overfit.tracking.points import Point, best
-from overfit.training.task import picture
+from overfit.lifecycle.pictures import picture
 
 ORDER = "features.order"
 LAMBDA = "regularizer.strength"

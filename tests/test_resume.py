@@ -18,7 +18,7 @@ from helpers import all_runs, compose, run_cli
 from overfit.tracking import runs
 from overfit.training import resume
 from overfit.interrupts import Interrupted, Signals
-from overfit.training.task import run_point
+from overfit.lifecycle.point import run_point
 
 SLOW_POINT = ("dataset=digits", "model=mlp", "model.hidden=[32]", "loss=log_likelihood", "optimizer=sgd",
               "optimizer.batch_size=64", "trainer.max_epochs=300", "trainer.checkpoint_every_n_epochs=10")

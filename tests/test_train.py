@@ -16,7 +16,8 @@ from overfit.data.datamodule import TensorDataModule
 from overfit.maths.features import polynomial_terms
 from overfit.tracking import runs
 from overfit.training.module import Diverged, build_learner
-from overfit.training.task import fit, run_point
+from overfit.lifecycle.point import run_point
+from overfit.training.fit import fit
 from overfit.training.trainer import build_trainer
 
 

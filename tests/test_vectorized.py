@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from overfit.compose import compose_jobs
 from overfit.training.batched_optim import BatchedAdam, BatchedSGD
 from overfit.training.module import Diverged, Learner
-from overfit.training.task import fit
+from overfit.training.fit import fit
 from overfit.training.vectorized import group_key, plan_groups, train_group
 
 F64 = ("trainer.precision=64-true", "trainer.accelerator=cpu")

@@ -45,7 +45,7 @@ logging.getLogger("hydra.core.utils").addFilter(_NoJobErrorEcho())
 
 def task(cfg: DictConfig) -> PointResult | float:
     """Hydra's task function: one job. A single run returns its result; a sweep point its validation error."""
-    from overfit.training.task import run_point  # training (PyTorch, Lightning) is imported by the jobs alone
+    from overfit.lifecycle.point import run_point  # training (PyTorch, Lightning) is imported by the jobs alone
 
     hc = HydraConfig.get()
     if cfg.sweep.get("unit") is not None:  # a vectorized sweep's job: a group of points, or one that trains alone
@@ -63,8 +63,9 @@ def task(cfg: DictConfig) -> PointResult | float:
 
 def _unit(cfg: DictConfig, job_dir: Path) -> float:
     """One job of a vectorized sweep: its points as one batched model, or a point alone; the best val error."""
-    from overfit.training.groups import read_unit, run_group
-    from overfit.training.task import run_point
+    from overfit.lifecycle.group import run_group
+    from overfit.lifecycle.plan import read_unit
+    from overfit.lifecycle.point import run_point
 
     members = read_unit(Path(cfg.sweep.plan), cfg.sweep.unit)
     if len(members) == 1:

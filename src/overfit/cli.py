@@ -32,9 +32,22 @@ commands:
 """
 
 
+# Keys overfit sets for the jobs of a sweep: a user's value would mislead them about which sweep they are in.
+PLUMBING = ("sweep.parent_run_id", "sweep.plan", "sweep.unit", "sweep.axes")
+
+
+def _refuse_plumbing(args: list[str]) -> None:
+    for arg in args:
+        key = arg.split("=", 1)[0].lstrip("+~")
+        if key in PLUMBING:
+            raise ConfigError(key, "is set by overfit for the jobs of a sweep, never on the command line",
+                              "leave it out; sweep.rerun, sweep.vectorize and sweep.max_points are yours")
+
+
 def _train(args: list[str]) -> int:
     from overfit import app, help as train_help
 
+    _refuse_plumbing(args)
     if any(a in ("-h", "--help") for a in args):
         print(train_help.text())
         return 0
@@ -148,12 +161,11 @@ def _failed(exc: BaseException) -> int:
     """Known endings as one line and an exit code; anything else is a bug and keeps its traceback."""
     from overfit.cluster.slurm import SlurmError
     from overfit.tracking.store import StoreError
-    from overfit.training.module import Diverged
+    from overfit.errors import Diverged
     from overfit.interrupts import Interrupted
 
     if isinstance(exc, Interrupted):
-        print(f"overfit: interrupted by {exc}; the run is closed KILLED and resumes from its last checkpoint "
-              "when the same command runs again", file=sys.stderr)
+        print(f"overfit: interrupted by {exc}; {exc.outcome}", file=sys.stderr)
         return exc.exit_code
     if isinstance(exc, KeyboardInterrupt):
         print("overfit: interrupted (Ctrl-C)", file=sys.stderr)

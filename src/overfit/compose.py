@@ -7,7 +7,9 @@ checks it. Errors from Hydra and OmegaConf become one :class:`ConfigError` line.
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
+import math
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -38,17 +40,48 @@ def _one_line(exc: Exception) -> ConfigError:
     return ConfigError("overrides", " ".join(lines[:2]))
 
 
+@functools.cache
+def _default_max_points() -> int:
+    return int(OmegaConf.load(paths.config_dir() / "train.yaml").sweep.max_points)
+
+
+def _points(value: object) -> int:
+    """How many values a discrete sweep holds, counted without listing them (``range(0,10**12)`` is one line)."""
+    from hydra.core.override_parser.types import ChoiceSweep, RangeSweep
+
+    if isinstance(value, RangeSweep):
+        start, stop, step = value.start or 0, value.stop, value.step or 1
+        return max(0, math.ceil((stop - start) / step))
+    if isinstance(value, ChoiceSweep):
+        return len(value.list)
+    return 1  # a glob over a group's options: a few files
+
+
+def check_size(parsed: list) -> None:
+    """Refuse, before anything is composed, a grid larger than ``sweep.max_points`` (the command's, or the default)."""
+    given = next((o.value() for o in parsed if o.get_key_element() == "sweep.max_points"
+                  and not o.is_sweep_override()), None)
+    most = given if type(given) is int and given >= 1 else _default_max_points()
+    size = math.prod(_points(o.value()) for o in parsed if o.is_sweep_override() and o.is_discrete_sweep())
+    if size > most:
+        raise ConfigError("sweep.max_points", f"the sweep has {size:,} points, more than the limit of {most:,}",
+                          f"at most {most:,} points, or raise the limit: sweep.max_points={size}")
+
+
 def expand(overrides: list[str]) -> list[list[str]]:
     """The jobs a grid sweep makes of ``overrides``: Hydra's basic sweeper's product, last key fastest.
 
     An interval sweep (for an adaptive sweeper such as Optuna) contributes its two
-    ends, so validation sees the extremes the sweeper may try.
+    ends, so validation sees the extremes the sweeper may try. A grid over
+    ``sweep.max_points`` is refused before it is listed.
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import IntervalSweep
 
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    check_size(parsed)
     by_key: dict[str, list[str]] = {}
-    for o in OverridesParser.create().parse_overrides(overrides):
+    for o in parsed:
         key = o.get_key_element()
         if not o.is_sweep_override():
             by_key[key] = [o.input_line]

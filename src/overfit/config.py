@@ -9,6 +9,7 @@ config; it runs for every job of a sweep before any MLflow run exists.
 from __future__ import annotations
 
 import functools
+import math
 import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Optional
@@ -157,8 +158,7 @@ class TrainerConfig:
 @dataclass
 class TrackingConfig:
     uri: Optional[str] = None
-    artifact_location: Optional[str] = None
-    run_name: Optional[str] = None
+    retry_seconds: float = 120.0  # how long an outage of the store may last before a run gives up on it
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
@@ -205,6 +205,7 @@ def register() -> None:
     schema.register()
 
 
+MAX_RETRY_SECONDS = 86_400.0  # a day: an outage deadline beyond that is a typo
 MAX_SEED = 2**32 - 1  # the largest seed numpy and Lightning's seed_everything accept
 # The experiment name becomes a folder under the artifact store: no separators, no leading dot, no control characters.
 EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_. -]{0,199}")
@@ -285,6 +286,12 @@ def _check_top_level(cfg: DictConfig) -> None:
     parent = cfg.sweep.get("parent_run_id")
     if parent is not None and not (isinstance(parent, str) and RUN_ID.fullmatch(parent)):
         raise ConfigError("sweep.parent_run_id", f"got {parent!r}", "null or an MLflow run id")
+    most = cfg.sweep.get("max_points")
+    if type(most) is not int or most < 1:
+        raise ConfigError("sweep.max_points", f"got {most!r}", "an integer >= 1")
+    wait = cfg.tracking.retry_seconds
+    if not (isinstance(wait, (int, float)) and math.isfinite(wait) and 0 < wait <= MAX_RETRY_SECONDS):
+        raise ConfigError("tracking.retry_seconds", f"got {wait!r}", f"a number of seconds in (0, {MAX_RETRY_SECONDS:g}]")
 
 
 def _check_groups(cfg: DictConfig) -> None:

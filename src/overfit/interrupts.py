@@ -23,10 +23,14 @@ REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)  # SLURM's preemption / time-
 
 
 class Interrupted(BaseException):
-    """A signal stopped the run (a BaseException: nothing on the way may swallow it)."""
+    """A signal stopped the run (a BaseException: nothing on the way may swallow it).
+
+    ``outcome`` says what became of the runs on the way out, for the one line the user reads.
+    """
 
     def __init__(self, signum: int) -> None:
         self.signum = signum
+        self.outcome = "nothing was left open"
         super().__init__(f"{signal.Signals(signum).name} (signal {signum})")
 
     @property

@@ -26,7 +26,7 @@ from overfit.tracking.store import Store, store_for
 from overfit.tracking.sweeps import Outcome, close_parent, open_parent
 
 if TYPE_CHECKING:
-    from overfit.training.groups import Member
+    from overfit.lifecycle.plan import Member
 
 
 def sweep_axes(task_args: list[str]) -> list[str]:
@@ -41,10 +41,18 @@ def sweep_axes_override(task_args: list[str]) -> str:
     return f"sweep.axes=[{','.join(sweep_axes(task_args))}]"
 
 
-def sweep_dir_of(task_args: list[str]) -> Path:
-    """The sweep's directory: as given, else Hydra's default pattern under the project root, fixed now."""
+def sweep_dir_of(task_args: list[str], run_id: str) -> Path:
+    """The sweep's directory: as given, else under the project root, named for when it started and its run.
+
+    Named for its run, no two sweeps share a default directory, whoever starts them and
+    however close together. A directory given twice is shared safely: nothing in it is
+    trusted to say which run a point is (:mod:`overfit.lifecycle.claim`), and the plan,
+    checkpoints and ``point.json`` files in it name their sweep or their run.
+    """
     given = next((a.split("=", 1)[1] for a in task_args if a.startswith("hydra.sweep.dir=")), None)
-    return paths.resolve(given) if given else paths.project_root() / "multirun" / time.strftime("%Y-%m-%d/%H-%M-%S")
+    if given:
+        return paths.resolve(given)
+    return paths.project_root() / "multirun" / time.strftime("%Y-%m-%d/%H-%M-%S") / run_id[:12]
 
 
 def vectorized_units(task_args: list[str], jobs: list[DictConfig]) -> list[list[Member]] | None:
@@ -53,7 +61,7 @@ def vectorized_units(task_args: list[str], jobs: list[DictConfig]) -> list[list[
     None when nothing batches, with ``sweep.vectorize=false``, or when an adaptive sweeper picks the points.
     """
     from overfit.compose import expand
-    from overfit.training.groups import MAX_GROUP, Member
+    from overfit.lifecycle.plan import MAX_GROUP, Member
     from overfit.training.vectorized import plan_groups
 
     if adaptive(task_args) or not all(job.sweep.vectorize for job in jobs):
@@ -149,9 +157,9 @@ class Progress(threading.Thread):
     so reading it costs a directory walk, not a store query that grows with the sweep.
     """
 
-    def __init__(self, sweep_dir: Path, total: int, label: str) -> None:
+    def __init__(self, sweep_dir: Path, parent: str, total: int, label: str) -> None:
         super().__init__(daemon=True, name="overfit-progress")
-        self.sweep_dir, self.total, self.label = sweep_dir, total, label
+        self.sweep_dir, self.parent, self.total, self.label = sweep_dir, parent, total, label
         self.stopped = threading.Event()
         self.start_time = time.monotonic()
 
@@ -160,7 +168,7 @@ class Progress(threading.Thread):
 
         shown = 0
         while not self.stopped.wait(2.0):
-            ended = [read_point(f.parent) for f in self.sweep_dir.rglob(POINT_FILE)]
+            ended = [read_point(f.parent, self.parent) for f in self.sweep_dir.rglob(POINT_FILE)]
             done = sum(p is not None and p.status in ("FINISHED", "FAILED", "KILLED") for p in ended)
             if done > shown:
                 shown = done
@@ -182,7 +190,7 @@ def sweep(task_args: list[str], nest_under: str | None = None, name: str | None 
         from overfit.cluster.detach import need_slurm
 
         need_slurm("hydra/launcher=slurm")
-    store = store_for(jobs[0].tracking.uri)
+    store = store_for(jobs[0].tracking.uri, jobs[0].tracking.retry_seconds)
     reused = None if scheduled else _reuse_all(store, task_args, jobs, nest_under, name)
     if reused is not None:
         return reused
@@ -195,33 +203,82 @@ def sweep(task_args: list[str], nest_under: str | None = None, name: str | None 
     total = planned(task_args, jobs)
     print(f"[overfit] sweep parent run {parent} in experiment {jobs[0].experiment_name!r}: {total} points",
           flush=True)
-    sweep_dir = sweep_dir_of(task_args)
-    store.call("set_tag", parent, "sweep_dir", str(sweep_dir))
+    with Signals():
+        try:
+            sweep_dir = sweep_dir_of(task_args, parent)
+            store.call("set_tag", parent, "sweep_dir", str(sweep_dir))
+            overrides = _job_overrides(store, task_args, jobs, parent, sweep_dir)
+            progress = Progress(sweep_dir, parent, total, label)
+            progress.start()
+            try:
+                with hydra_session() as hydra:
+                    hydra.multirun(config_name="train", task_function=task,
+                                   overrides=[*overrides, "hydra.mode=MULTIRUN", f"hydra.sweep.dir={sweep_dir}",
+                                              f"sweep.parent_run_id={parent}"])
+            finally:
+                progress.stopped.set()
+        except BaseException as exc:
+            _abort(store, parent, exc)
+            raise
+    return close_parent(store, parent)
+
+
+def _job_overrides(store: Store, task_args: list[str], jobs: list[DictConfig], parent: str, sweep_dir: Path) -> list[
+        str]:
+    """What Hydra launches: every point, or (vectorized) one job per unit of the plan written now."""
     units = vectorized_units(task_args, jobs)
     if units is None:
-        overrides = [*task_args, sweep_axes_override(task_args)]
-    else:
-        from overfit.training.groups import PLAN_FILE, write_plan
+        return [*task_args, sweep_axes_override(task_args)]
+    from overfit.lifecycle.plan import TAG_PLAN, plan_file, write_plan
 
-        write_plan(sweep_dir / PLAN_FILE, units)
-        overrides = [a for a in task_args if a.startswith(("hydra.", "hydra/", "+hydra."))]
-        overrides += [f"sweep.plan={sweep_dir / PLAN_FILE}", f"sweep.unit=range(0,{len(units)})"]
-        print(f"[overfit] vectorized: {len(jobs)} points in {len(units)} job(s)", flush=True)
-    progress = Progress(sweep_dir, total, label)
-    with Signals():
-        progress.start()
-        try:
-            with hydra_session() as hydra:
-                hydra.multirun(config_name="train", task_function=task,
-                               overrides=[*overrides, "hydra.mode=MULTIRUN", f"hydra.sweep.dir={sweep_dir}",
-                                          f"sweep.parent_run_id={parent}"])
-        except BaseException:
-            progress.stopped.set()
-            close_parent(store, parent, "KILLED")
-            raise
-        finally:
-            progress.stopped.set()
-    return close_parent(store, parent)
+    plan = sweep_dir / plan_file(parent)
+    write_plan(plan, units)
+    store.call("set_tag", parent, TAG_PLAN, str(plan))
+    print(f"[overfit] vectorized: {len(jobs)} points in {len(units)} job(s)", flush=True)
+    return [*(a for a in task_args if a.startswith(("hydra.", "hydra/", "+hydra."))),
+            f"sweep.plan={plan}", f"sweep.unit=range(0,{len(units)})"]
+
+
+def _abort(store: Store, parent: str, exc: BaseException) -> None:
+    """End a sweep that did not run to its end: KILLED by a signal (with its open points), FAILED by a bug.
+
+    A store that is gone cannot be told anything; after a signal the store gets a few seconds, not its deadline.
+    """
+    from overfit.interrupts import Interrupted
+    from overfit.tracking.store import CLOSE_SECONDS, StoreError
+
+    if isinstance(exc, StoreError):
+        return
+    if not isinstance(exc, (Interrupted, KeyboardInterrupt)):
+        runs.end(store, parent, "FAILED", "error", f"{type(exc).__name__}: {exc}")
+        return
+    try:
+        with store.patience(CLOSE_SECONDS):
+            killed = close_open_points(store, parent)
+            outcome = close_parent(store, parent, "KILLED")
+    except StoreError:
+        summary = f"the store did not answer: sweep {parent} stays open (`overfit runs reap` closes it)"
+    else:
+        finished = len(outcome.points) - len(outcome.failed)
+        summary = (f"sweep {parent} closed KILLED with {finished} finished point(s)"
+                   + (f" and {killed} open point run(s) KILLED" if killed else "")
+                   + "; the same command reuses what finished and resumes the rest")
+    if isinstance(exc, Interrupted):
+        exc.outcome = summary
+
+
+def close_open_points(store: Store, parent: str) -> int:
+    """End KILLED the parent's point runs still RUNNING whose owner is gone (or is this process); how many."""
+    from overfit.tracking import owners
+
+    experiment = store.call("get_run", parent).info.experiment_id
+    running = store.call("search_runs", [experiment], f"tags.`{runs.TAG_PARENT}` = '{parent}' and "
+                         "attributes.status = 'RUNNING'", max_results=50_000)
+    states = owners.job_states(r.data.tags for r in running)
+    stale = [r for r in running if owners.is_me(r.data.tags) or not owners.alive(r.data.tags, states)]
+    for run in stale:
+        runs.end(store, run.info.run_id, "KILLED", "killed", "its sweep was interrupted")
+    return len(stale)
 
 
 def detach(task_args: list[str], begin: str | None) -> str:
@@ -231,11 +288,11 @@ def detach(task_args: list[str], begin: str | None) -> str:
 
     task_args = with_sweeper_defaults(driver.slurm_args(task_args, None, "--detach"))
     jobs = compose_jobs(task_args, multirun=True)
-    store = store_for(jobs[0].tracking.uri)
+    store = store_for(jobs[0].tracking.uri, jobs[0].tracking.retry_seconds)
     experiment_id = store.experiment(jobs[0].experiment_name)
-    sweep_dir = sweep_dir_of(task_args)
-    task_args = [*(a for a in task_args if not a.startswith("hydra.sweep.dir=")), f"hydra.sweep.dir={sweep_dir}"]
     parent = open_parent(store, experiment_id, task_args, launcher_of(task_args), status="SCHEDULED")
+    sweep_dir = sweep_dir_of(task_args, parent)
+    task_args = [*(a for a in task_args if not a.startswith("hydra.sweep.dir=")), f"hydra.sweep.dir={sweep_dir}"]
     driver.schedule(store, parent, ["train", "-m", *task_args], launcher_config(task_args), sweep_dir, begin, "sweep")
     return parent
 

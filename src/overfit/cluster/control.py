@@ -15,7 +15,6 @@ KILLED: points, sweep parents (with their report), the pipeline run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from overfit.cluster import slurm
 from overfit.errors import ConfigError
+from overfit.lifecycle.plan import TAG_PLAN, read_units
 from overfit.tracking import runs
 from overfit.tracking.store import Store, StoreError, resolve_uri, sqlite_file, store_for
 
@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 
 OPEN = ("RUNNING", "SCHEDULED")
 CANCEL_WAIT_SECONDS = 60.0  # a running point checkpoints at its epoch end; SLURM kills it after KillWait (30 s)
-# A vectorized sweep's units in its directory (overfit.training.groups.PLAN_FILE, not imported: it loads Lightning).
-GROUPS_FILE = "groups.json"
 PLAN = "plan"  # artifact folder of a pipeline run: <stage>.txt, the task overrides of each stage known at submission
 
 
@@ -82,10 +80,10 @@ def _arrays(tags: dict[str, str]) -> list[tuple[str, int, int]]:
 
 def _job_of(num: int, tags: dict[str, str]) -> str:
     """The SLURM job that runs point ``num``: its unit's task in a vectorized sweep, else its own."""
-    plan = Path(tags.get(slurm.TAG_DIR, "")) / GROUPS_FILE
-    if tags.get(slurm.TAG_DIR) and plan.is_file():
-        units = json.loads(plan.read_text())
-        num = next((u for u, unit in enumerate(units) if any(m["num"] == num for m in unit)), num)
+    plan = Path(tags.get(TAG_PLAN, ""))
+    if tags.get(TAG_PLAN) and plan.is_file():
+        units = read_units(plan)
+        num = next((u for u, unit in enumerate(units) if any(m.num == num for m in unit)), num)
     arrays = [(a, first, count) for a, first, count in _arrays(tags) if first <= num]
     if not arrays:
         return ""

@@ -95,7 +95,7 @@ class _Point:
     def result(self) -> Any:
         from overfit.tracking.pointfile import read_point
 
-        return read_point(self.directory)
+        return read_point(self.directory, self.cfg.sweep.get("parent_run_id") or None)
 
     def create_run(self, store: Any, parent: str) -> str:
         """The run of a point whose job never got to create it: named, keyed and configured like any point."""
@@ -114,7 +114,7 @@ def _points(job_dir: Path, task_cfg: DictConfig, overrides: Sequence[str]) -> li
     from overfit.tracking import runs
 
     if task_cfg.sweep.get("unit") is not None:
-        from overfit.training.groups import read_unit
+        from overfit.lifecycle.plan import read_unit
 
         parent = task_cfg.sweep.get("parent_run_id")
         return [_Point(job_dir / str(m.num), m.cfg(parent), m.overrides, m.name)

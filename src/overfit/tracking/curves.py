@@ -177,7 +177,9 @@ def curve_figure(points: list[Point], knob: str, others: list[str], chosen: Poin
 
 
 def curves(axes: dict[str, list[str]], points: list[Point]) -> dict[str, Figure]:
-    """One figure per swept knob, the best point by validation error starred."""
+    """One figure per swept knob, the best point by validation error starred; none for a sweep without points."""
+    if not points:
+        return {}
     chosen = best(points)
     return {
         f"curves_{knob.replace('.', '_')}.png": curve_figure(points, knob, [k for k in axes if k != knob], chosen,

@@ -1,49 +1,20 @@
-"""Who owns a RUNNING run, and closing the runs whose owner is gone (``overfit runs reap``).
-
-A run carries its owner: the SLURM job (array task) when it ran in one, else
-host and pid. A SLURM job is asked about through ``sacct`` (from any node: a
-login node can close runs left by compute nodes); a process only from its own host.
-"""
+"""Closing the runs whose owner is gone (``overfit runs reap``); who owns a run: :mod:`overfit.tracking.owners`."""
 
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 from typing import TYPE_CHECKING
 
-from overfit.cluster import slurm
-from overfit.tracking import runs
+from overfit.tracking import owners, runs
 from overfit.tracking.store import Store, store_for
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
-def owner_alive(run: Run, job_states: dict[str, str] | None = None) -> bool:
+def owner_alive(run: Run, states: dict[str, str] | None = None) -> bool:
     """Whether the process or SLURM job that runs ``run`` may still be at it (unknown counts as alive)."""
-    tags = run.data.tags
-    job = tags.get(runs.TAG_SLURM_JOB)
-    if job:
-        if job == slurm.job_id():
-            return False  # this very job, requeued: the earlier attempt is gone
-        state = (job_states if job_states is not None else slurm.states([job])).get(job)
-        if state is not None:
-            return slurm.is_active(state)
-    pid = tags.get("pid", "")
-    if tags.get("host") == socket.gethostname() and pid.isdigit():
-        return _pid_alive(int(pid))
-    return True
+    return owners.alive(run.data.tags, states)
 
 
 def reap(store: Store, experiment_names: list[str] | None = None) -> list[str]:
@@ -53,7 +24,7 @@ def reap(store: Store, experiment_names: list[str] | None = None) -> list[str]:
     if not experiments:
         return []
     running = store.call("search_runs", experiments, "attributes.status = 'RUNNING'", max_results=50_000)
-    job_states = slurm.states(r.data.tags[runs.TAG_SLURM_JOB] for r in running if runs.TAG_SLURM_JOB in r.data.tags)
+    job_states = owners.job_states(r.data.tags for r in running)
     reaped = []
     for run in running:
         if owner_alive(run, job_states):

@@ -1,10 +1,12 @@
-"""Recording finished points into MLflow from plain data, in worker processes when there are many.
+"""Ending trained points' runs from plain data, in worker processes when there are many.
 
-A vectorized group trains a hundred points in seconds; writing each one's run (params,
-a few hundred metric points, config files, its picture, its status) costs a tenth of a
-second of store and image work, which would dominate the sweep. A :class:`Record` holds
-everything one run needs as plain data, so :class:`Recorder` can hand records to a pool
-of processes — one per core — that import only MLflow and Pillow, never torch.
+A vectorized group trains a hundred points in seconds; ending each one's run (its config
+files, its picture as PNG and MLflow image, its status) costs store and image work that
+would dominate the sweep. A :class:`Record` holds what one run still needs as plain data
+(its metrics went to the store while it trained), so :class:`Recorder` can hand records
+to a pool of processes — one per core — that import only MLflow and Pillow, never torch.
+Writing a record again (after a kill) writes the same things: it is idempotent. Workers
+watch their parent and leave when it is gone, so none outlives its sweep.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import io
 import multiprocessing
 import os
-from concurrent.futures import Future, ProcessPoolExecutor
+import threading
+import time
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,43 +28,28 @@ from overfit.tracking.store import open_store
 if TYPE_CHECKING:
     import numpy as np
 
+    from overfit.interrupts import Signals
+
 POOL_FROM = 24  # below this many records a pool's start-up (a second or two per process) is not worth it
 
 
 @dataclass
 class Record:
-    """One point's run as it ends. ``run_id`` None: the run is created here, dated from ``start_ms``."""
+    """What one trained point's run still needs: files, picture (image key, RGB pixels, step), its ending."""
 
     uri: str
-    experiment_id: str
-    run_id: str | None
-    name: str
-    tags: dict[str, str]
-    parent: str | None
-    start_ms: int
-    params: list[tuple[str, str]]
-    metrics: list[tuple[str, float, int, int]]  # key, value, timestamp (ms), step
+    deadline: float
     files: dict[str, str | bytes]
-    picture: tuple[str, np.ndarray, int] | None  # image key, RGB pixels, step
+    picture: tuple[str, np.ndarray, int] | None
     result: PointResult
     job_dir: str
 
 
 def record(rec: Record) -> PointResult:
-    """Write one run: create it if needed, params and metrics in batches, files, picture, status; then point.json."""
-    from mlflow.entities import Metric, Param
-
+    """Write one run's files and picture, end it with its status, then its job's point.json."""
     store = open_store(rec.uri)
+    store.deadline = rec.deadline
     result = rec.result
-    if rec.run_id is None:
-        result.run_id = runs.create(store, rec.experiment_id, "point", rec.name, rec.tags, rec.parent,
-                                    start_ms=rec.start_ms)
-    params = [Param(k, v) for k, v in rec.params]
-    metrics = [Metric(k, v, t, s) for k, v, t, s in rec.metrics]
-    batches = max(-(-len(metrics) // 1000), -(-len(params) // 100), 1)  # MLflow's limits per log_batch
-    for b in range(batches):
-        store.call("log_batch", result.run_id, metrics=metrics[b * 1000:(b + 1) * 1000],
-                   params=params[b * 100:(b + 1) * 100])
     files = dict(rec.files)
     if rec.picture is not None:
         from PIL import Image
@@ -78,11 +67,19 @@ def record(rec: Record) -> PointResult:
     return result
 
 
-def _start(uri: str) -> None:
-    """A worker's start: MLflow imported and the store opened (seconds) while the group still trains;
+def _watch(parent: int) -> None:
+    """Leave as soon as the process that started this worker is gone (a kill -9 of the sweep)."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _start(uri: str, parent: int) -> None:
+    """A worker's start: its parent watched, MLflow imported and the store opened while the group trains;
     MLflow's per-write chatter is the parent's business, not the terminal's."""
     import logging
 
+    threading.Thread(target=_watch, args=(parent,), daemon=True, name="overfit-watch-parent").start()
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     open_store(uri).client
 
@@ -92,7 +89,7 @@ def _ready() -> None:
 
 
 class Recorder:
-    """Records runs in order of submission: inline, or in one process per core for a large batch.
+    """Records runs: inline, or in one process per core for a large batch.
 
     Create it before the work whose results it records: its workers start meanwhile.
     """
@@ -101,19 +98,25 @@ class Recorder:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         workers = min(cores, 4)
         self.pool = (ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_start, initargs=(uri,))
+                                         initializer=_start, initargs=(uri, os.getpid()))
                      if expected >= POOL_FROM and cores > 1 else None)
         if self.pool is not None:
             for _ in range(workers):
                 self.pool.submit(_ready)
-        self.pending: list[Future[PointResult] | PointResult] = []
 
-    def submit(self, rec: Record) -> None:
-        self.pending.append(self.pool.submit(record, rec) if self.pool is not None else record(rec))
-
-    def results(self) -> list[PointResult]:
-        """Every record's result, once all are written (a failure in a worker is raised here)."""
-        return [p.result() if isinstance(p, Future) else p for p in self.pending]
+    def record_all(self, records: list[Record], signals: Signals) -> list[PointResult | None]:
+        """Each record written, in order; after a signal, what is not written yet is None (the caller closes it)."""
+        if self.pool is None:
+            return [None if signals.received is not None else record(rec) for rec in records]
+        futures: list[Future[PointResult]] = [self.pool.submit(record, rec) for rec in records]
+        while not all(f.done() for f in futures):
+            wait(futures, timeout=0.2)
+            if signals.received is not None:
+                for f in futures:
+                    f.cancel()
+                wait(futures)  # the ones in flight end their runs; the rest were never started
+                break
+        return [f.result() if f.done() and not f.cancelled() else None for f in futures]
 
     def __enter__(self) -> Recorder:
         return self

@@ -62,6 +62,8 @@ def markdown(axes: dict[str, list[str]], points: list[Point], experiment_id: str
         return f"[{text}](#/experiments/{experiment_id}/runs/{p.run_id})" if experiment_id else text
 
     lines = []
+    if not points:
+        return "No point of this sweep ended: it was stopped before any did."
     if chosen is not None:
         lines += [f"**Best by validation error: {link(chosen)}** — val error {_cell(chosen.error('val'))}, "
                   f"test error {_cell(chosen.error('test'))}, train error {_cell(chosen.error('train'))}.", ""]

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import socket
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -24,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from overfit import paths
-from overfit.cluster import slurm
+from overfit.tracking import owners
 from overfit.tracking.fingerprint import code_fingerprint
 from overfit.tracking.store import Store
 
@@ -39,12 +37,13 @@ TAG_ATTEMPTS = "overfit.attempts"  # how many processes have trained this run (r
 TAG_REUSED = "overfit.reused."  # + job number, on a sweep parent → the finished run standing in for that point
 TAG_FAILURE = "failure"  # error | diverged | killed | timeout
 TAG_REASON = "failure.reason"
-TAG_SLURM_JOB = "slurm.job_id"
+TAG_SLURM_JOB = owners.TAG_SLURM_JOB
+TAG_CLAIM = "overfit.claim."  # + a process's token, on an interrupted run: that process is taking it over
 TAG_NAME = "mlflow.runName"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_NOTE = "mlflow.note.content"
 
-# Keys that do not change what a run computes: left out of the config hash.
+# Keys that do not change what a run computes: left out of the config hash and of the run's params.
 HASH_IGNORED = ("tracking", "sweep", "experiment_name", "trainer.progress_bar", "trainer.checkpoint_every_n_epochs",
                 "trainer.checkpoint_every_seconds")
 SHORT = {"regularizer.strength": "λ", "optimizer.lr": "lr"}  # how knobs read in run names
@@ -64,10 +63,14 @@ def flatten(cfg: DictConfig, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def defining(cfg: DictConfig) -> dict[str, Any]:
+    """The flattened config without what does not change a run's result: what defines the point."""
+    return {k: v for k, v in flatten(cfg).items() if not any(k == i or k.startswith(f"{i}.") for i in HASH_IGNORED)}
+
+
 def config_hash(cfg: DictConfig) -> str:
     """A short hash of everything in the config that changes the result of a run."""
-    kept = {k: v for k, v in flatten(cfg).items() if not any(k == i or k.startswith(f"{i}.") for i in HASH_IGNORED)}
-    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(defining(cfg), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -114,22 +117,13 @@ def git_commit() -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def owner_tags() -> dict[str, str]:
-    """Who is running it now: host, pid, the SLURM job (array task) when there is one."""
-    tags = {"host": socket.gethostname(), "pid": str(os.getpid())}
-    job = slurm.job_id()
-    if job:
-        tags[TAG_SLURM_JOB] = job
-    return tags
-
-
 def create(store: Store, experiment_id: str, kind: str, name: str, tags: dict[str, str] | None = None,
            parent: str | None = None, status: str = "RUNNING", start_ms: int | None = None) -> str:
     """A new run of ``kind`` named ``name``; every run carries its owner and the git commit.
 
     ``start_ms``: when it really started (a batched point's run is written when it ends).
     """
-    all_tags = {TAG_KIND: kind, TAG_NAME: name, **owner_tags(), **(tags or {})}
+    all_tags = {TAG_KIND: kind, TAG_NAME: name, **owners.me(), **(tags or {})}
     commit = git_commit()
     if commit:
         all_tags["mlflow.source.git.commit"] = commit
@@ -143,10 +137,11 @@ def create(store: Store, experiment_id: str, kind: str, name: str, tags: dict[st
 
 
 def params_of(cfg: DictConfig) -> list[Param]:
-    """The flattened config as MLflow params."""
+    """What defines the point as MLflow params: the same for every run of one reuse key, so writing them
+    again (a reopened run, a record retried after a kill) never changes a logged value."""
     from mlflow.entities import Param
 
-    return [Param(k, str(v)[:6000]) for k, v in flatten(cfg).items()]
+    return [Param(k, str(v)[:6000]) for k, v in defining(cfg).items()]
 
 
 def log_config(store: Store, run_id: str, cfg: DictConfig, overrides: list[str], params: bool = True) -> None:
@@ -168,14 +163,18 @@ def log_files(store: Store, run_id: str, files: dict[str, str | bytes]) -> None:
         store.call("log_artifacts", run_id, tmp)
 
 
-def reopen(store: Store, run: Run) -> int:
-    """Make an interrupted run RUNNING again under this process; returns the attempt number."""
+def reopen(store: Store, run: Run, parent: str | None = None) -> int:
+    """Make an interrupted run RUNNING again under this process; returns the attempt number.
+
+    Its tags move on (owner, attempts, and with ``parent`` the sweep that now owns the point);
+    its params never change.
+    """
     attempts = int(run.data.tags.get(TAG_ATTEMPTS, "1")) + 1
     run_id = run.info.run_id
     for tag in (TAG_FAILURE, TAG_REASON):
         if tag in run.data.tags:
             store.call("delete_tag", run_id, tag)
-    tags = {**owner_tags(), TAG_ATTEMPTS: str(attempts)}
+    tags = {**owners.me(), TAG_ATTEMPTS: str(attempts), **({TAG_PARENT: parent} if parent else {})}
     from mlflow.entities import RunTag
 
     store.call("log_batch", run_id, tags=[RunTag(k, v) for k, v in tags.items()])
@@ -183,16 +182,21 @@ def reopen(store: Store, run: Run) -> int:
     return attempts
 
 
-def end(store: Store, run_id: str, status: str, failure: str | None = None, reason: str | None = None) -> None:
-    """End a run FINISHED, FAILED or KILLED (with the kind of failure and its reason), or park it SCHEDULED."""
+def end(store: Store, run_id: str, status: str, failure: str | None = None, reason: str | None = None,
+        budget: float | None = None) -> None:
+    """End a run FINISHED, FAILED or KILLED (with the kind of failure and its reason), or park it SCHEDULED.
+
+    ``budget``: how long to wait for a failing store (default: its deadline; a signal's exit waits less).
+    """
     if failure:
         from mlflow.entities import RunTag
 
-        store.call("log_batch", run_id, tags=[RunTag(TAG_FAILURE, failure), RunTag(TAG_REASON, (reason or "")[:5000])])
+        tags = [RunTag(TAG_FAILURE, failure), RunTag(TAG_REASON, (reason or "")[:5000])]
+        store.call_within(store.deadline if budget is None else budget, "log_batch", run_id, tags=tags)
     if status == "SCHEDULED":
-        store.call("update_run", run_id, status=status)
+        store.call_within(store.deadline if budget is None else budget, "update_run", run_id, status=status)
     else:
-        store.call("set_terminated", run_id, status)
+        store.call_within(store.deadline if budget is None else budget, "set_terminated", run_id, status)
 
 
 def find(store: Store, experiment_id: str, key: Key) -> list[Run]:
@@ -214,9 +218,14 @@ def find_all(store: Store, experiment_id: str, keys: list[Key]) -> dict[Key, lis
     return found
 
 
-def finished(runs: list[Run]) -> Run | None:
-    """The result a point can reuse: the newest FINISHED run, or one that diverged (a result, not an accident)."""
+def finished(runs: list[Run], parent: str | None = None) -> Run | None:
+    """The result a point can reuse: the newest FINISHED run, or one that diverged (a result, not an accident).
+
+    ``parent``: only a result of that sweep (``sweep.rerun``: nothing from earlier sweeps counts).
+    """
     for run in runs:
+        if parent is not None and run.data.tags.get(TAG_PARENT) != parent:
+            continue
         if run.info.status == "FINISHED" or (run.info.status == "FAILED" and run.data.tags.get(TAG_FAILURE) == "diverged"):
             return run
     return None

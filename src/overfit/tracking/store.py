@@ -11,7 +11,8 @@ Every process that records runs goes through :class:`Store`:
   timeout and retries are bounded, so a server that is down or mute is one line
   within seconds, not a hang;
 - transient failures (a locked SQLite file, a server restarting) are retried
-  with backoff for a bounded time (:func:`retry`);
+  with backoff; an outage longer than the deadline (``tracking.retry_seconds``) is the
+  end: the store is *gone* and every later call fails at once (:meth:`Store.attempt`);
 - a file that is not an MLflow database, or a read-only one, is one line naming it.
 """
 
@@ -37,15 +38,20 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 PROBE_SECONDS = 5.0  # a tracking server that does not answer /health within this is down
-HTTP_TIMEOUT = "10"  # seconds per MLflow request (MLflow's default: 120)
-HTTP_RETRIES = "2"  # MLflow's default 7 retries back off for minutes
-RETRY_SECONDS = 120.0  # how long a write waits for a locked or restarting store
+HTTP_TIMEOUT = "5"  # seconds per MLflow request (MLflow's default: 120)
+HTTP_RETRIES = "0"  # MLflow's own retries back off for minutes; :func:`retry` backs off, within the deadline
+RETRY_SECONDS = 120.0  # the default outage deadline (tracking.retry_seconds): then the store is gone
+CLOSE_SECONDS = 5.0  # how long closing runs may wait on a failing store after a signal
 # MLflow logs a full traceback for every locked SQLite write it gives up on; retries are ours to report.
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
-class StoreError(RuntimeError):
-    """The store cannot be used: unreachable, not an MLflow store, read-only. One line for the user."""
+class StoreError(BaseException):
+    """The store cannot be used: unreachable, not an MLflow store, read-only. One line for the user.
+
+    A BaseException, like a signal: no handler of a single point's failure may swallow it, because
+    nothing can be recorded any more, so a sweep stops launching points instead of failing each one.
+    """
 
 
 def resolve_uri(configured: str | None = None) -> str:
@@ -83,36 +89,20 @@ def describe(uri: str, exc: BaseException) -> str:
     """One line for a store failure, naming the store and what is wrong with it."""
     text = " ".join(str(exc).split())
     low = text.lower()
-    if "readonly" in low or "read-only" in low or "read only" in low:
+    db = sqlite_file(uri)
+    if db is not None and not db.exists():
+        problem = "was deleted while in use (its database file is gone)"
+    elif "readonly" in low or "read-only" in low or "read only" in low:
         problem = "is read-only (MLflow must write to it)"
     elif "not a database" in low or "malformed" in low or "no such table" in low or "out-of-date database" in low:
         problem = f"is not a usable MLflow database ({text[:160]})"
     elif "database is locked" in low:
-        problem = f"stayed locked for {RETRY_SECONDS:.0f} s (another process holds it)"
+        problem = "stayed locked past the deadline, tracking.retry_seconds (another process holds it)"
     elif transient(exc):
         problem = f"did not answer ({text[:160]})"
     else:
         problem = f"failed: {text[:200]}"
     return f"MLflow store {uri} {problem}"
-
-
-def retry(call: Callable[[], T], uri: str, budget: float = RETRY_SECONDS) -> T:
-    """``call()``, retried with exponential backoff while the store fails transiently, for ``budget`` seconds.
-
-    A permanent failure, or a transient one that outlasts the budget, is a :class:`StoreError`.
-    """
-    deadline = time.monotonic() + budget
-    pause = 0.5
-    while True:
-        try:
-            return call()
-        except StoreError:
-            raise
-        except Exception as exc:  # MLflow raises MlflowException, SQLAlchemy and requests errors alike
-            if not transient(exc) or time.monotonic() + pause > deadline:
-                raise StoreError(describe(uri, exc)) from exc
-            time.sleep(pause)
-            pause = min(pause * 2, 10.0)
 
 
 @contextmanager
@@ -142,12 +132,52 @@ def _probe(uri: str) -> None:
 
 
 class Store:
-    """One MLflow store for this process: its client, its experiments, bounded retries."""
+    """One MLflow store for this process: its client, its experiments, bounded retries.
 
-    def __init__(self, uri: str) -> None:
+    Every call is retried with exponential backoff while the store fails transiently. An outage
+    (failures with no success in between) that outlasts ``deadline`` seconds makes the store *gone*:
+    that call and every later one raise :class:`StoreError` at once, so a process never spends more
+    than the deadline on a store that does not come back.
+    """
+
+    def __init__(self, uri: str, deadline: float = RETRY_SECONDS) -> None:
         self.uri = uri
+        self.deadline = deadline
         self._client: MlflowClient | None = None
         self._experiments: dict[str, str] = {}
+        self._failing_since: float | None = None  # when the current outage began (monotonic)
+        self.gone: StoreError | None = None
+
+    def attempt(self, call: Callable[[], T], budget: float | None = None) -> T:
+        """``call()``, retried with backoff for ``budget`` seconds (default: the deadline; 0: one try).
+
+        A permanent failure, or a transient one past the budget, is a :class:`StoreError`.
+        """
+        if self.gone is not None:
+            raise StoreError(str(self.gone))
+        until = time.monotonic() + (self.deadline if budget is None else min(budget, self.deadline))
+        pause = 0.5
+        while True:
+            try:
+                value = call()
+            except StoreError:
+                raise
+            except Exception as exc:  # MLflow raises MlflowException, SQLAlchemy and requests errors alike
+                now = time.monotonic()
+                if not transient(exc):
+                    raise StoreError(describe(self.uri, exc)) from exc
+                self._failing_since = self._failing_since or now
+                if now - self._failing_since >= self.deadline:
+                    self.gone = StoreError(f"{describe(self.uri, exc)}; gave up after {self.deadline:g} s "
+                                           "(tracking.retry_seconds)")
+                    raise self.gone from exc
+                if now + pause > until:
+                    raise StoreError(describe(self.uri, exc)) from exc
+                time.sleep(pause)
+                pause = min(pause * 2, 10.0)
+                continue
+            self._failing_since = None
+            return value
 
     @property
     def client(self) -> MlflowClient:
@@ -163,8 +193,8 @@ class Store:
             # Constructing the client opens MLflow's store, which creates or migrates the database: for
             # SQLite, one process at a time, so processes started together on a fresh store never race.
             with _dir_lock(db.parent) if db is not None else _no_lock():
-                client = retry(lambda: MlflowClient(self.uri), self.uri)
-                retry(client.search_experiments, self.uri)
+                client = self.attempt(lambda: MlflowClient(self.uri))
+                self.attempt(client.search_experiments)
             self._client = client
         return self._client
 
@@ -176,14 +206,14 @@ class Store:
     def experiment(self, name: str) -> str:
         """The experiment's id, created (artifacts beside a SQLite store) by whichever process comes first."""
         if name not in self._experiments:
-            self._experiments[name] = retry(lambda: self._get_or_create(name), self.uri)
+            self._experiments[name] = self.attempt(lambda: self._get_or_create(name))
         return self._experiments[name]
 
     def find_experiment(self, name: str) -> str | None:
         """The experiment's id if it exists; never creates anything."""
         if name in self._experiments:
             return self._experiments[name]
-        found = retry(lambda: self.client.get_experiment_by_name(name), self.uri)
+        found = self.attempt(lambda: self.client.get_experiment_by_name(name))
         if found is not None:
             self._experiments[name] = found.experiment_id
         return None if found is None else found.experiment_id
@@ -208,13 +238,23 @@ class Store:
                     raise
                 return found.experiment_id
 
+    @contextmanager
+    def patience(self, seconds: float) -> Iterator[None]:
+        """A block that waits at most ``seconds`` for a failing store (closing runs on the way out of a signal)."""
+        before = self.deadline
+        self.deadline = min(before, seconds)
+        try:
+            yield
+        finally:
+            self.deadline = before
+
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """``client.<method>(*args, **kwargs)`` with the store's retries."""
-        return self.call_within(RETRY_SECONDS, method, *args, **kwargs)
+        """``client.<method>(*args, **kwargs)`` with the store's retries, up to its deadline."""
+        return self.attempt(lambda: getattr(self.client, method)(*args, **kwargs))
 
     def call_within(self, budget: float, method: str, *args: Any, **kwargs: Any) -> Any:
         """``client.<method>(...)`` retried for at most ``budget`` seconds (0: one try)."""
-        return retry(lambda: getattr(self.client, method)(*args, **kwargs), self.uri, budget)
+        return self.attempt(lambda: getattr(self.client, method)(*args, **kwargs), budget)
 
 
 @contextmanager
@@ -228,6 +268,12 @@ def open_store(uri: str) -> Store:
     return Store(uri)
 
 
-def store_for(configured: str | None = None) -> Store:
-    """The store a config's ``tracking.uri`` (or the environment, or the default) names."""
-    return open_store(resolve_uri(configured))
+def store_for(configured: str | None = None, deadline: float | None = None) -> Store:
+    """The store a config's ``tracking.uri`` (or the environment, or the default) names.
+
+    ``deadline``: ``tracking.retry_seconds``, how long an outage may last before the store is gone.
+    """
+    store = open_store(resolve_uri(configured))
+    if deadline is not None:
+        store.deadline = deadline
+    return store

@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from overfit.data.datasets import Splits
+from overfit.errors import Diverged
 from overfit.maths import features, losses, regularizers
 from overfit.maths.losses import Loss
 from overfit.maths.regularizers import Regularizer
@@ -36,15 +37,6 @@ from overfit.training.optimizers import build_optimizer
 ENCODED_BYTES = 2**28  # encoded training, validation and test inputs kept on the device up to 256 MB
 EVAL_ELEMENTS = 2**24  # activations per evaluation chunk (64 MB in float32)
 DIVERGENCE_GROWTH = 1e6  # an objective this many times its first value has diverged
-
-
-class Diverged(FloatingPointError):
-    """The training objective became non-finite, or grew a millionfold."""
-
-    def __init__(self, epoch: int, value: float) -> None:
-        super().__init__(f"training objective {value:.3g} at epoch {epoch}")
-        self.value = value
-        self.epoch = epoch
 
 
 class Learner(L.LightningModule):

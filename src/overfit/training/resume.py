@@ -14,15 +14,22 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import lightning as L
 from lightning.pytorch.callbacks import Checkpoint
 
 from overfit.interrupts import Interrupted, Signals
-from overfit.tracking.logger import RunLogger
 
 CHECKPOINT = "last.ckpt"
+
+
+class Buffered(Protocol):
+    """A logger whose unsent points travel in the checkpoint (overfit.tracking.logger.RunLogger)."""
+
+    def pending(self) -> list[Any]: ...
+
+    def restore(self, points: list[Any]) -> None: ...
 
 
 class Resume(Checkpoint):
@@ -33,11 +40,12 @@ class Resume(Checkpoint):
     travels in the checkpoint.
     """
 
-    def __init__(self, directory: Path, signals: Signals, logger: RunLogger | None,
-                 every_n_epochs: int, every_seconds: float) -> None:
+    def __init__(self, directory: Path, signals: Signals, logger: Any, every_n_epochs: int, every_seconds: float,
+                 owner: str = "") -> None:
         self.path = directory / CHECKPOINT
         self.signals = signals
-        self.logger = logger
+        self.logger: Buffered | None = logger if hasattr(logger, "pending") else None
+        self.owner = owner  # the run (or group of runs) this checkpoint belongs to
         self.every_n_epochs = every_n_epochs
         self.every_seconds = every_seconds
         self._saved_epoch = 0
@@ -66,7 +74,7 @@ class Resume(Checkpoint):
         self.signals.deferred = False
 
     def state_dict(self) -> dict[str, Any]:
-        return {"pending_metrics": self.logger.pending() if self.logger is not None else []}
+        return {"owner": self.owner, "pending_metrics": self.logger.pending() if self.logger is not None else []}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if self.logger is not None:

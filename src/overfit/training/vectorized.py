@@ -21,6 +21,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lightning as L
 import torch
@@ -34,6 +35,9 @@ from overfit.training.batched_optim import BatchedAdam, BatchedOptimizer, Batche
 from overfit.training.module import DIVERGENCE_GROWTH, EVAL_ELEMENTS, Diverged, Learner
 from overfit.training.module import build_learner
 from overfit.training.trainer import build_trainer
+
+if TYPE_CHECKING:
+    from lightning.pytorch.callbacks import Callback
 
 EpochCallback = Callable[[int, dict[str, Tensor], Tensor], None]
 _SPLITS = ("train", "val", "test")
@@ -97,17 +101,19 @@ class _Schedule:
     A model whose set fits one batch takes it whole and in order (no permutation drawn);
     the others draw a permutation per epoch from their own generator, seeded like the
     single run's, and walk it in slices of batch_size. A model with fewer slices than
-    the longest sits out the last steps (valid all False).
+    the longest sits out the last steps (valid all False). The generators are the
+    module's (their states travel in its checkpoint).
     """
 
-    def __init__(self, n: list[int], batch_size: int | None, seeds: list[int], device: torch.device) -> None:
+    def __init__(self, n: list[int], batch_size: int | None, generators: dict[int, torch.Generator],
+                 device: torch.device) -> None:
         width = min(batch_size or max(n), max(n))
         self.shuffled = [m for m, k in enumerate(n) if k > width]
         self.n, self.steps = n, max(math.ceil(k / width) for k in n)
         position = torch.arange(self.steps * width, device=device)
         self.valid = (position < torch.tensor(n, device=device)[:, None]).view(len(n), self.steps, width)
         self.idx = torch.where(self.valid, position.view(self.steps, width), 0)  # in order: the whole set
-        self.generators = {m: torch.Generator(device).manual_seed(seeds[m]) for m in self.shuffled}
+        self.generators = generators
 
     def __len__(self) -> int:
         return self.steps
@@ -130,6 +136,9 @@ class VectorizedLearner(L.LightningModule):
     ``learners`` are the points' own modules from build_learner (their feature stages are
     reused, their initial weights copied in); ``splits`` their data. Per evaluated epoch
     ``on_epoch(epoch, metrics, alive)`` receives host tensors [M] (one sync per epoch).
+    A checkpoint holds, besides the weights and the optimizer, each model's shuffling
+    stream, which models are still alive, where the others diverged, and ``members``
+    (what the caller says the models are), so a resumed group continues every trajectory.
     """
 
     def __init__(self, cfgs: list[DictConfig], learners: list[Learner], splits: list[Splits],
@@ -172,6 +181,10 @@ class VectorizedLearner(L.LightningModule):
         self.diverged: list[tuple[int, float] | None] = [None] * len(cfgs)
         self.last: dict[str, Tensor] = {}  # each model's last logged train/val metrics (host)
         self.test_metrics: dict[str, Tensor] = {}
+        self.alive_host = torch.ones(len(cfgs), dtype=torch.bool)
+        self.generators: dict[int, torch.Generator] = {}
+        self._generator_states: dict[int, Tensor] = {}  # from a checkpoint, applied once the device is known
+        self.members: list[str] = []  # set by the caller: saved in checkpoints, compared on resume
 
     def _one_loss(self) -> Callable[[Tensor, Tensor], Tensor]:
         """L of one example: the point's Loss on a batch of one (an analytic backward is autograd's here)."""
@@ -184,7 +197,6 @@ class VectorizedLearner(L.LightningModule):
     def on_fit_start(self) -> None:
         dtype, device = self.weights[0].dtype, self.device
         self.slot = self.slot.to(device)
-        self.alive_host = torch.ones(len(self.cfgs), dtype=torch.bool)
         self.alive = self.alive_host.to(device)
         self.phi, self.y, self.n = {}, {}, {}
         with torch.no_grad():
@@ -199,7 +211,27 @@ class VectorizedLearner(L.LightningModule):
 
     def train_dataloader(self) -> _Schedule:
         n = self.n["train"].tolist()
-        return _Schedule(n, self.cfgs[0].optimizer.batch_size, [c.seed for c in self.cfgs], self.device)
+        width = min(self.cfgs[0].optimizer.batch_size or max(n), max(n))
+        for m, k in enumerate(n):
+            if k > width and m not in self.generators:  # seeded like the single run's stream
+                self.generators[m] = torch.Generator(self.device).manual_seed(self.cfgs[m].seed)
+                if m in self._generator_states:
+                    self.generators[m].set_state(self._generator_states[m])
+        return _Schedule(n, self.cfgs[0].optimizer.batch_size, self.generators, self.device)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["overfit_group"] = {
+            "members": list(self.members), "alive": self.alive_host.clone(), "diverged": list(self.diverged),
+            "first_objective": self.first_objective, "last": dict(self.last),
+            "generators": {m: g.get_state() for m, g in self.generators.items()}}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["overfit_group"]
+        if state["members"] != self.members:
+            raise ValueError("the checkpoint belongs to another group of points")
+        self.alive_host, self.first_objective, self.last = state["alive"], state["first_objective"], state["last"]
+        self.diverged = [None if d is None else (int(d[0]), float(d[1])) for d in state["diverged"]]
+        self._generator_states = dict(state["generators"])
 
     def configure_optimizers(self) -> BatchedOptimizer:
         def per_point(key: str) -> Tensor:
@@ -379,6 +411,9 @@ def train_group(
     on_epoch: EpochCallback | None = None,
     device: torch.device | str | None = None,
     output_dir: Path | None = None,
+    callbacks: list[Callback] | None = None,
+    members: list[str] | None = None,
+    ckpt_path: Path | None = None,
 ) -> list[GroupResult]:
     """Train points of one group (equal group_key) as one batched model; one result per point, in order.
 
@@ -389,6 +424,9 @@ def train_group(
     tensors [M] of train/loss, train/objective, train/error, val/loss, val/error (+ acc);
     alive[m] False means model m has diverged (at this epoch or before): don't log it.
     ``device``: "cpu", "cuda", "cuda:1"... (None: the config's accelerator).
+    ``callbacks`` (a :class:`~overfit.training.resume.Resume`: checkpoints and signals), ``members``
+    (names of the points, kept in its checkpoints) and ``ckpt_path`` (a checkpoint of the same
+    members to continue from) make the group resumable like a single run.
     """
     keys = {group_key(c) for c in cfgs}
     if None in keys or len(keys) != 1:
@@ -401,8 +439,9 @@ def train_group(
             torch.default_generator.manual_seed(cfg.seed)
             learners.append(build_learner(cfg, data))
     module = VectorizedLearner(cfgs, learners, splits, on_epoch)
-    trainer = build_trainer(_trainer_config(cfgs[0], device), False, output_dir or Path.cwd(), [])
-    trainer.fit(module)
+    module.members = list(members or [])
+    trainer = build_trainer(_trainer_config(cfgs[0], device), False, output_dir or Path.cwd(), callbacks or [])
+    trainer.fit(module, ckpt_path=ckpt_path, weights_only=True)
     results = []
     for m, (cfg, learner) in enumerate(zip(cfgs, learners)):
         module.write_back(m, learner)

@@ -1,0 +1,139 @@
+"""Metric points on their way to the store: buffered per run, sent by a background thread.
+
+Training hands each evaluated epoch's values to :meth:`MetricWriter.add` and moves on: a
+thread sends them with ``log_batch`` (MLflow's limit of a thousand points a call) every
+``every`` seconds. While the store is locked or away, a send keeps its points and the
+thread backs off; training never waits on the store. An outage that outlasts the store's
+deadline makes the store gone (:class:`~overfit.tracking.store.Store`): :meth:`check`
+raises it in the training thread at the next epoch end, a bounded failure.
+
+``logged`` holds the last step of each key the store already has, so a resumed run sends
+only later steps; :meth:`pending` (the points not sent yet) travels in a checkpoint and
+:meth:`restore` brings it back, so history continues without gaps or duplicate steps.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+
+from overfit.tracking.store import Store, StoreError
+
+MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch
+FLUSH_SECONDS = 5.0
+MAX_BACKOFF = 30.0
+
+Point = tuple[str, float, int, int]  # key, value, timestamp (ms), step
+
+
+class MetricWriter:
+    """Metric points of many runs, sent in batches from one background thread."""
+
+    def __init__(self, store: Store, every: float = FLUSH_SECONDS) -> None:
+        self.store = store
+        self.every = every
+        self._buffers: dict[str, list[Point]] = {}
+        self._logged: dict[str, dict[str, int]] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._sending = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def open_run(self, run_id: str, logged: Mapping[str, int] | None = None) -> None:
+        """Start buffering for a run; ``logged``: the last stored step of each key (a reopened run's)."""
+        with self._lock:
+            self._buffers.setdefault(run_id, [])
+            self._logged[run_id] = dict(logged or {})
+
+    def add(self, run_id: str, metrics: Mapping[str, float], step: int, now_ms: int | None = None) -> None:
+        """Queue one step's values; steps the store already has are dropped."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        with self._lock:
+            logged = self._logged[run_id]
+            self._buffers[run_id] += [(k, float(v), now, step) for k, v in metrics.items() if step > logged.get(k, -1)]
+        self._start()
+
+    def pending(self, run_id: str) -> list[Point]:
+        """The run's points not in the store yet (they travel in the checkpoint)."""
+        with self._lock:
+            return list(self._buffers.get(run_id, []))
+
+    def restore(self, run_id: str, points: list[Point]) -> None:
+        """Points a checkpoint carried, ahead of anything queued since; those the store has are dropped by step."""
+        with self._wake:
+            self._wake.wait_for(lambda: not self._sending)  # a send in flight deletes from the buffer's front
+            logged = self._logged[run_id]
+            self._buffers[run_id] = [tuple(p) for p in points if p[3] > logged.get(p[0], -1)] + self._buffers[run_id]
+
+    def check(self) -> None:
+        """Raise the store's failure in the caller's thread once the store is gone (past its deadline)."""
+        if self.store.gone is not None:
+            raise StoreError(str(self.store.gone))
+
+    def flush(self, run_ids: list[str] | None = None, budget: float | None = None) -> None:
+        """Send what is queued now (every run, or these), waiting for the store up to ``budget`` (its deadline)."""
+        with self._wake:
+            while self._sending:  # the thread is mid-send: its points are not in the buffers
+                self._wake.wait()
+            self._sending = True
+        try:
+            for run_id in list(self._buffers) if run_ids is None else run_ids:
+                self._send(run_id, budget)
+        finally:
+            with self._wake:
+                self._sending = False
+                self._wake.notify_all()
+
+    def close(self) -> None:
+        """Stop the thread (what is still queued stays queued: flush first to send it)."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify_all()
+
+    # --- the thread ------------------------------------------------------------------------------
+    def _start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="overfit-metrics", daemon=True)
+            self._thread.start()
+
+    def _send(self, run_id: str, budget: float | None) -> None:
+        """Send one run's buffer in MLflow-sized batches; on failure the unsent points stay, the error propagates."""
+        from mlflow.entities import Metric
+
+        while True:
+            with self._lock:
+                chunk = self._buffers[run_id][:MAX_BATCH]
+            if not chunk:
+                return
+            metrics = [Metric(key=k, value=v, timestamp=t, step=s) for k, v, t, s in chunk]
+            self.store.call_within(self.store.deadline if budget is None else budget, "log_batch", run_id,
+                                   metrics=metrics)
+            with self._lock:
+                del self._buffers[run_id][: len(chunk)]
+                logged = self._logged[run_id]
+                for k, _, _, s in chunk:
+                    logged[k] = max(s, logged.get(k, -1))
+
+    def _loop(self) -> None:
+        """Every ``every`` seconds, one try per run; while the store fails, back off (up to MAX_BACKOFF)."""
+        pause = self.every
+        while True:
+            with self._wake:
+                self._wake.wait_for(lambda: self._closed, timeout=pause)
+                if self._closed or self.store.gone is not None:
+                    return
+                if self._sending:
+                    continue
+                self._sending = True
+            try:
+                for run_id in list(self._buffers):
+                    self._send(run_id, 0.0)
+                pause = self.every
+            except StoreError:  # busy or away: the points wait for the next try
+                pause = min(pause * 2, max(MAX_BACKOFF, self.every))
+            finally:
+                with self._wake:
+                    self._sending = False
+                    self._wake.notify_all()
