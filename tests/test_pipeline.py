@@ -238,6 +238,13 @@ def test_alias_bomb_is_one_line(root: Path, store: MlflowClient, tmp_path: Path,
     assert f"{path}:{line_of(path, 'a0: &a0')}: YAML anchors and aliases" in err
 
 
+def test_a_nul_byte_is_one_line_naming_its_line(root: Path, store: MlflowClient, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, SMALL.replace("experiment: small", "experiment: sm\x00all"))
+    err = rejected(capsys, store, path)
+    assert f"{path}:3: not valid YAML: character U+0000 is not allowed" in err
+
+
 def test_yaml_tags_and_deep_nesting_are_rejected(tmp_path: Path) -> None:
     path = write(tmp_path, SMALL.replace("name: small", "name: !!python/name:os.system small"))
     assert "YAML tags (tag:yaml.org,2002:python/name:os.system) are not allowed" in str(error_of(path))

@@ -9,7 +9,9 @@ number after the runs are closed.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from collections.abc import Callable
 
 from overfit.errors import ConfigError
@@ -139,8 +141,24 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
 }
 
 
+def _stop(signum: int, frame: object) -> None:
+    from overfit.interrupts import Interrupted
+
+    raise Interrupted(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stop) if main_thread else None  # before any run: one line, 143
+    try:
+        return _dispatch(argv)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _dispatch(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0

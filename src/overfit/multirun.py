@@ -252,17 +252,19 @@ def _abort(store: Store, parent: str, exc: BaseException) -> None:
     if not isinstance(exc, (Interrupted, KeyboardInterrupt)):
         runs.end(store, parent, "FAILED", "error", f"{type(exc).__name__}: {exc}")
         return
+    store.hurry(CLOSE_SECONDS)
     try:
-        with store.patience(CLOSE_SECONDS):
-            killed = close_open_points(store, parent)
-            outcome = close_parent(store, parent, "KILLED")
+        close_open_points(store, parent)
+        outcome = close_parent(store, parent, "KILLED")
     except StoreError:
         summary = f"the store did not answer: sweep {parent} stays open (`overfit runs reap` closes it)"
     else:
-        finished = len(outcome.points) - len(outcome.failed)
-        summary = (f"sweep {parent} closed KILLED with {finished} finished point(s)"
-                   + (f" and {killed} open point run(s) KILLED" if killed else "")
-                   + "; the same command reuses what finished and resumes the rest")
+        counts: dict[str, int] = {}
+        for p in outcome.points:
+            counts[p.status] = counts.get(p.status, 0) + 1
+        shown = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no point run yet"
+        summary = (f"sweep {parent} closed KILLED ({shown}); the same command reuses what finished and resumes "
+                   "the rest")
     if isinstance(exc, Interrupted):
         exc.outcome = summary
 

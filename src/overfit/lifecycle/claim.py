@@ -128,6 +128,8 @@ class Claimer:
         self.store, self.experiment_id, self.parent, self.rerun = store, experiment_id, parent, rerun
         self.on_reused = on_reused
         self.signals = signals  # held over each announce-and-look round: a run is never created and left behind
+        self._left: set[str] = set()  # the sweeps reopened points came from
+        self._yielded = False  # this round lost a point to a process that goes first
 
     def _find(self, targets: list[Target]) -> dict[runs.Key, list[Run]]:
         """The runs of each target's key: one search per key for a few, one per code fingerprint for many."""
@@ -147,10 +149,16 @@ class Claimer:
             firsts.setdefault(t.key, i)
         unique = [targets[i] for i in firsts.values()]
         claims: dict[runs.Key, Claim | None] = {}
-        todo, pause = unique, 0.2
+        todo, pause = unique, 0.0
         while todo:
+            started, self._yielded = time.monotonic(), False
             with self.signals.held(honour=False) if self.signals is not None else nullcontext():
                 retry, held = self._round(todo, claims)
+            # Two processes that saw each other both withdrew: the one with the larger token waits longer than
+            # a round, the other a moment, so one of them looks first next time (safety never depends on it).
+            pause = min(max(2 * pause, 2 * (time.monotonic() - started), 0.2), 10.0)
+            if not self._yielded:
+                pause /= 10
             if not wait:
                 claims.update({t.key: None for t in held})
                 retry = [t for t in retry if t not in held]
@@ -159,9 +167,18 @@ class Claimer:
                 claims.update({t.key: None for t in todo})
                 break
             if todo:
-                time.sleep(pause * (0.5 + random.random()) if len(held) < len(todo) else WAIT_SECONDS)
-                pause = min(pause * 2, 5.0)
+                time.sleep(pause * random.random() if len(held) < len(todo) else WAIT_SECONDS)
+        self._close_abandoned()
         return [claims[t.key] for t in targets]
+
+    def _close_abandoned(self) -> None:
+        """Sweeps whose reopened points moved to this one: those left RUNNING by a dead process end KILLED."""
+        left, self._left = self._left, set()
+        for run_id in left - {self.parent}:
+            run = self.store.call("get_run", run_id)
+            if run.info.status == "RUNNING" and not owners.alive(run.data.tags):
+                runs.end(self.store, run_id, "KILLED", "killed", f"its process ended; its points moved to sweep "
+                         f"{self.parent}")
 
     def _round(self, todo: list[Target], claims: dict[runs.Key, Claim | None]) -> tuple[list[Target], list[Target]]:
         """Look, announce what nobody holds, look again: (targets to try again, those held by others)."""
@@ -192,10 +209,13 @@ class Claimer:
         states = owners.job_states(r.data.tags for t, _, _ in announced for r in found[t.key])
         lost = []
         for target, interrupted, mine in announced:
-            rivals = [r for r in found[target.key] if r.info.run_id != mine and r.info.status == "RUNNING"
-                      and owners.alive(r.data.tags, states)]
-            rivals += [c for r in found[target.key] for c in _claimers(r, states) if c != owners.TOKEN]
+            live = [r for r in found[target.key] if r.info.run_id != mine and r.info.status == "RUNNING"
+                    and owners.alive(r.data.tags, states)]
+            rivals: list[object] = [*live, *(c for r in found[target.key] for c in _claimers(r, states)
+                                             if c != owners.TOKEN)]
             this = next((r for r in found[target.key] if r.info.run_id == mine), None)
+            if any(r.data.tags.get(owners.TAG_TOKEN, "") < owners.TOKEN for r in live):
+                self._yielded = True  # processes give way in the order of their tokens: that one looks first
             if interrupted is not None and this is not None and not _interrupted(this, states):
                 rivals.append(this.info.run_id)  # someone reopened it (or finished it) between our looks
             if self.parent and runs.finished(found[target.key], self.parent if self.rerun else None) is not None:
@@ -237,6 +257,8 @@ class Claimer:
         return Claim(result, {}, Path(run.data.tags[runs.TAG_CHECKPOINT]))
 
     def _reopen(self, target: Target, run: Run) -> Claim:
+        if run.data.tags.get(runs.TAG_PARENT):
+            self._left.add(run.data.tags[runs.TAG_PARENT])
         attempt = runs.reopen(self.store, run, self.parent)
         self.store.call("delete_tag", run.info.run_id, runs.TAG_CLAIM + owners.TOKEN)
         result = PointResult(run.info.run_id, "RUNNING", attempt=attempt, parent=self.parent or "",
@@ -249,5 +271,6 @@ class Claimer:
         """Give the point up: remove our claim from an interrupted run, or delete the run we created."""
         if interrupted:
             self.store.call("delete_tag", run_id, runs.TAG_CLAIM + owners.TOKEN)
-        else:
+        else:  # ended, then deleted: out of every view, and never RUNNING even among the deleted
+            runs.end(self.store, run_id, "KILLED", "killed", "another process claimed this point at the same moment")
             self.store.call("delete_run", run_id)

@@ -67,8 +67,10 @@ def run_group(members: list[Member], parent: str | None, job_dir: Path) -> list[
                 elif c is not None:
                     won[c.result.run_id] = (i, c)
             if signals.received is not None:
-                _close_killed(store, [c for _, c in won.values()], Interrupted(signals.received))
-                signals.check()
+                store.hurry(CLOSE_SECONDS)
+                stopped = Interrupted(signals.received)
+                _close_killed(store, [c for _, c in won.values()], stopped)
+                raise stopped
             if won:
                 trained = _train(store, targets, list(won.values()), group_dir, signals)
                 results.update(trained)
@@ -206,6 +208,7 @@ def _train_models(store: Store, targets: list[Target], folder: Path, group_id: s
     except StoreError:
         raise  # nobody can record anything: the next attempt resumes these runs
     except Interrupted as exc:
+        store.hurry(CLOSE_SECONDS)
         try:
             writer.flush(budget=CLOSE_SECONDS)
         except StoreError:

@@ -114,6 +114,7 @@ def run_point(cfg: DictConfig, overrides: list[str], job_dir: Path, name: str | 
             signals.check()
             result.metrics = _train(store, cfg, claimed.checkpoints, result.run_id, claimed.logged, signals, name)
         except Interrupted as exc:
+            store.hurry(CLOSE_SECONDS)
             _interrupted(store, result, exc, signals, job_dir)
             raise
         except StoreError:
@@ -150,6 +151,7 @@ def _train(store: Store, cfg: DictConfig, checkpoints: Path, run_id: str, logged
     except StoreError:
         raise
     except Interrupted:  # what was logged so far, if the store answers at once (the checkpoint carries it too)
+        store.hurry(CLOSE_SECONDS)
         try:
             logger.flush(CLOSE_SECONDS)
         except StoreError:

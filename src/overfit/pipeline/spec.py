@@ -190,9 +190,21 @@ def _check_events(text: str, shown: str) -> None:
                     raise ConfigError(line, f"nested more than {MAX_DEPTH} levels deep")
             elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
                 depth -= 1
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        raise ConfigError(f"{shown}:{mark.line + 1 if mark else 1}", f"not valid YAML: {exc.problem or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise _invalid(exc, text, shown) from exc
+
+
+def _invalid(exc: Exception, text: str, shown: str) -> ConfigError:
+    """A YAML error as ``FILE:LINE``: a parser's mark, or the reader's position of a character YAML refuses."""
+    import yaml
+
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text[: exc.position].count("\n") + 1
+        char = f"U+{exc.character:04X}" if isinstance(exc.character, int) else repr(exc.character)
+        return ConfigError(f"{shown}:{line}", f"not valid YAML: character {char} is not allowed",
+                           "printable text (no NUL or other control characters)")
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    return ConfigError(f"{shown}:{mark.line + 1 if mark else 1}", f"not valid YAML: {getattr(exc, 'problem', None) or exc}")
 
 
 def _construct(node: Any, shown: str, path: str, lines: dict[str, int]) -> Any:
@@ -227,9 +239,8 @@ def read_yaml(text: str, shown: str) -> tuple[Any, dict[str, int]]:
     _check_events(text, shown)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        raise ConfigError(f"{shown}:{mark.line + 1 if mark else 1}", f"not valid YAML: {exc.problem or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise _invalid(exc, text, shown) from exc
     lines: dict[str, int] = {}
     return (_construct(root, shown, "", lines) if root is not None else None), lines
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import math
 import os
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -146,6 +148,7 @@ class Store:
         self._client: MlflowClient | None = None
         self._experiments: dict[str, str] = {}
         self._failing_since: float | None = None  # when the current outage began (monotonic)
+        self._hurry_until = math.inf  # after a signal: no wait for the store goes past this (monotonic)
         self.gone: StoreError | None = None
 
     def attempt(self, call: Callable[[], T], budget: float | None = None) -> T:
@@ -155,7 +158,8 @@ class Store:
         """
         if self.gone is not None:
             raise StoreError(str(self.gone))
-        until = time.monotonic() + (self.deadline if budget is None else min(budget, self.deadline))
+        until = min(time.monotonic() + (self.deadline if budget is None else min(budget, self.deadline)),
+                    self._hurry_until)
         pause = 0.5
         while True:
             try:
@@ -166,14 +170,18 @@ class Store:
                 now = time.monotonic()
                 if not transient(exc):
                     raise StoreError(describe(self.uri, exc)) from exc
-                self._failing_since = self._failing_since or now
-                if now - self._failing_since >= self.deadline:
+                if self._failing_since is None:
+                    self._failing_since = now
+                    print(f"[overfit] MLflow store {self.uri} is busy or away; retrying for up to "
+                          f"{self.deadline:g} s (tracking.retry_seconds)", file=sys.stderr, flush=True)
+                outage_end = self._failing_since + self.deadline
+                if now >= outage_end:
                     self.gone = StoreError(f"{describe(self.uri, exc)}; gave up after {self.deadline:g} s "
                                            "(tracking.retry_seconds)")
                     raise self.gone from exc
-                if now + pause > until:
-                    raise StoreError(describe(self.uri, exc)) from exc
-                time.sleep(pause)
+                if now >= until:
+                    raise StoreError(f"{describe(self.uri, exc)} (for {now - self._failing_since:.0f} s)") from exc
+                time.sleep(max(0.0, min(pause, outage_end - now, until - now)))
                 pause = min(pause * 2, 10.0)
                 continue
             self._failing_since = None
@@ -238,15 +246,10 @@ class Store:
                     raise
                 return found.experiment_id
 
-    @contextmanager
-    def patience(self, seconds: float) -> Iterator[None]:
-        """A block that waits at most ``seconds`` for a failing store (closing runs on the way out of a signal)."""
-        before = self.deadline
-        self.deadline = min(before, seconds)
-        try:
-            yield
-        finally:
-            self.deadline = before
+    def hurry(self, seconds: float) -> None:
+        """From now on, wait at most ``seconds`` in all for a failing store: the process is on its way out
+        (a signal), and whatever closes its runs shares that time."""
+        self._hurry_until = min(self._hurry_until, time.monotonic() + seconds)
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """``client.<method>(*args, **kwargs)`` with the store's retries, up to its deadline."""

@@ -65,7 +65,8 @@ class MetricWriter:
         with self._wake:
             self._wake.wait_for(lambda: not self._sending)  # a send in flight deletes from the buffer's front
             logged = self._logged[run_id]
-            self._buffers[run_id] = [tuple(p) for p in points if p[3] > logged.get(p[0], -1)] + self._buffers[run_id]
+            kept = [(str(k), float(v), int(t), int(s)) for k, v, t, s in points if s > logged.get(k, -1)]
+            self._buffers[run_id] = kept + self._buffers[run_id]
 
     def check(self) -> None:
         """Raise the store's failure in the caller's thread once the store is gone (past its deadline)."""

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from overfit.errors import ConfigError
 
 OPTIMIZERS = ("gd", "sgd", "momentum", "adam", "lbfgs")
+MAX_LR = 3.4e38  # the largest float32: torch casts lr to the parameters' dtype and overflows beyond it
 MAX_ITER = 10_000  # L-BFGS iterations per step: each one is a full forward and backward pass
 MAX_HISTORY = 10_000  # L-BFGS keeps 2 × history_size copies of the parameters
 
@@ -42,8 +43,9 @@ def check(cfg: DictConfig, parameters: int | None = None, memory: int | None = N
     """
     if cfg.name not in OPTIMIZERS:
         raise ConfigError("optimizer", f"unknown optimizer {cfg.name!r}", ", ".join(OPTIMIZERS))
-    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
-        raise ConfigError("optimizer.lr", f"got {cfg.lr}", "a finite number > 0")
+    if not (math.isfinite(cfg.lr) and 0 < cfg.lr <= MAX_LR):
+        raise ConfigError("optimizer.lr", f"got {cfg.lr}", f"a number in (0, {MAX_LR:.3g}]: one a float32 weight "
+                          "update can hold")
     if cfg.batch_size is not None and cfg.batch_size < 1:
         raise ConfigError("optimizer.batch_size", f"got {cfg.batch_size}", "an integer ≥ 1, or null for the full batch")
     if cfg.name == "lbfgs" and cfg.batch_size is not None:

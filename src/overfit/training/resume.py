@@ -78,4 +78,4 @@ class Resume(Checkpoint):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if self.logger is not None:
-            self.logger.restore([tuple(p) for p in state_dict.get("pending_metrics", [])])  # type: ignore[misc]
+            self.logger.restore(state_dict.get("pending_metrics", []))
