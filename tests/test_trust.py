@@ -219,7 +219,7 @@ def test_a_checkpoint_another_run_left_is_never_loaded(root: Path, tmp_path: Pat
 
     path = tmp_path / "last.ckpt"
     torch.save({"callbacks": {"Resume": {"owner": "run-a"}}}, path)
-    assert usable_checkpoint(path, "run-a") == path
+    assert usable_checkpoint(path, "run-a").path == path
     assert usable_checkpoint(path, "run-b") is None and not path.exists()
 
 

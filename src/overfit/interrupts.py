@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
@@ -45,6 +45,7 @@ class Signals:
         self.received: int | None = None
         self.deferred = False
         self.previous: dict[int, Any] = {}
+        self.hooks: list[Callable[[Interrupted], None]] = []  # told at once of a deferred signal (stores stop waiting)
 
     def __enter__(self) -> Signals:
         if threading.current_thread() is threading.main_thread():
@@ -63,6 +64,8 @@ class Signals:
         self.received = self.received or signum
         if not self.deferred or not first:
             raise Interrupted(self.received)
+        for hook in self.hooks:
+            hook(Interrupted(signum))
 
     @contextmanager
     def held(self, honour: bool = True) -> Iterator[None]:

@@ -22,7 +22,7 @@ from overfit.compose import compose_jobs
 from overfit.config import check_groups
 from overfit.interrupts import Signals
 from overfit.tracking import runs
-from overfit.tracking.store import Store, store_for
+from overfit.tracking.store import CLOSE_SECONDS, Store, store_for
 from overfit.tracking.sweeps import Outcome, close_parent, open_parent
 
 if TYPE_CHECKING:
@@ -135,16 +135,20 @@ def _reuse_all(store: Store, task_args: list[str], jobs: list[DictConfig], nest_
         return None
     keys = [runs.Key.of(job) for job in jobs]
     lookup = runs.find_all(store, experiment_id, keys)
-    found = []
+    found, parents = [], set()
     for key in keys:
         done = runs.finished(lookup[key])
         if done is None:
             return None
         found.append(done.info.run_id)
+        parents.add(done.data.tags.get(runs.TAG_PARENT))
     shown = [a for a in task_args if not a.startswith(("hydra.", "hydra/", "+hydra."))]
     parent = open_parent(store, experiment_id, shown, "none (every point reused)", nest_under, name)
     for num, run_id in enumerate(found):
         store.call("set_tag", parent, f"{runs.TAG_REUSED}{num}", run_id)
+    from overfit.lifecycle.claim import close_abandoned
+
+    close_abandoned(store, {p for p in parents if p}, parent)
     what = "the one point" if len(found) == 1 else f"every one of the {len(found)} points"
     print(f"[overfit] {what} finished earlier: reused, nothing launched", flush=True)
     return close_parent(store, parent)
@@ -203,7 +207,8 @@ def sweep(task_args: list[str], nest_under: str | None = None, name: str | None 
     total = planned(task_args, jobs)
     print(f"[overfit] sweep parent run {parent} in experiment {jobs[0].experiment_name!r}: {total} points",
           flush=True)
-    with Signals():
+    with Signals() as signals:
+        signals.hooks.append(lambda stop: store.hurry(CLOSE_SECONDS, stop))
         try:
             sweep_dir = sweep_dir_of(task_args, parent)
             store.call("set_tag", parent, "sweep_dir", str(sweep_dir))
@@ -245,7 +250,7 @@ def _abort(store: Store, parent: str, exc: BaseException) -> None:
     A store that is gone cannot be told anything; after a signal the store gets a few seconds, not its deadline.
     """
     from overfit.interrupts import Interrupted
-    from overfit.tracking.store import CLOSE_SECONDS, StoreError
+    from overfit.tracking.store import StoreError
 
     if isinstance(exc, StoreError):
         return

@@ -120,6 +120,14 @@ def _state(found: list[Run], parent: str | None, rerun: bool, states: dict[str, 
     return _State(interrupted=runs.resumable(found, lambda r: owners.alive(r.data.tags, states)))
 
 
+def close_abandoned(store: Store, sweeps: set[str], successor: str | None) -> None:
+    """Sweeps whose points another one took over: those left RUNNING by a dead process end KILLED."""
+    for run_id in sweeps:
+        run = store.call("get_run", run_id)
+        if run.info.status == "RUNNING" and not owners.alive(run.data.tags):
+            runs.end(store, run_id, "KILLED", "killed", f"its process ended; sweep {successor} took its points over")
+
+
 class Claimer:
     """Claims points for this process in one experiment of one store; see the module's docstring."""
 
@@ -128,7 +136,7 @@ class Claimer:
         self.store, self.experiment_id, self.parent, self.rerun = store, experiment_id, parent, rerun
         self.on_reused = on_reused
         self.signals = signals  # held over each announce-and-look round: a run is never created and left behind
-        self._left: set[str] = set()  # the sweeps reopened points came from
+        self._left: set[str] = set()  # the sweeps that points reused or reopened came from
         self._yielded = False  # this round lost a point to a process that goes first
 
     def _find(self, targets: list[Target]) -> dict[runs.Key, list[Run]]:
@@ -172,13 +180,8 @@ class Claimer:
         return [claims[t.key] for t in targets]
 
     def _close_abandoned(self) -> None:
-        """Sweeps whose reopened points moved to this one: those left RUNNING by a dead process end KILLED."""
         left, self._left = self._left, set()
-        for run_id in left - {self.parent}:
-            run = self.store.call("get_run", run_id)
-            if run.info.status == "RUNNING" and not owners.alive(run.data.tags):
-                runs.end(self.store, run_id, "KILLED", "killed", f"its process ended; its points moved to sweep "
-                         f"{self.parent}")
+        close_abandoned(self.store, left - {self.parent}, self.parent)
 
     def _round(self, todo: list[Target], claims: dict[runs.Key, Claim | None]) -> tuple[list[Target], list[Target]]:
         """Look, announce what nobody holds, look again: (targets to try again, those held by others)."""
@@ -231,6 +234,8 @@ class Claimer:
 
     # --- the four outcomes ---------------------------------------------------------------------
     def _reuse(self, target: Target, done: Run) -> Claim:
+        if done.data.tags.get(runs.TAG_PARENT):
+            self._left.add(done.data.tags[runs.TAG_PARENT])
         if self.on_reused is not None and done.data.tags.get(runs.TAG_PARENT) != self.parent:
             self.on_reused(target, done)
         tags = done.data.tags

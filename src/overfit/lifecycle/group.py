@@ -55,6 +55,7 @@ def run_group(members: list[Member], parent: str | None, job_dir: Path) -> list[
     targets = [Target(cfg, m.overrides, m.name, m.num, job_dir / str(m.num), group_dir) for m, cfg in zip(members, cfgs)]
     results: dict[int, PointResult] = {}
     with Signals() as signals:
+        signals.hooks.append(lambda stop: store.hurry(CLOSE_SECONDS, stop))  # a signal: stop waiting for the store
         claimer = Claimer(store, experiment_id, parent, cfgs[0].sweep.rerun, on_reused=linker(store, parent),
                           signals=signals)
         pending = list(range(len(targets)))
@@ -189,9 +190,12 @@ def _train_models(store: Store, targets: list[Target], folder: Path, group_id: s
             resume = Resume(folder, signals, _Buffers(writer, [m.run_id for m in recorded]),
                             trainer.checkpoint_every_n_epochs, trainer.checkpoint_every_seconds, group_id)
             start = usable_checkpoint(resume_from, group_id) if resume_from is not None else None
+            if start is not None:
+                print(f"[overfit] {len(models)} points resume together from epoch {start.epoch} of "
+                      f"{trainer.max_epochs} (their group's checkpoint)", flush=True)
             trained = train_group(cfgs, splits, on_epoch=_stream(writer, models), output_dir=folder,
                                   callbacks=[resume] if trainer.checkpoint else [],
-                                  members=[m.run_id for m in models], ckpt_path=start)
+                                  members=[m.run_id for m in models], ckpt_path=start.path if start else None)
             now = int(time.time() * 1000)
             for k, m in enumerate(models):
                 point = trained[k]

@@ -100,6 +100,7 @@ def run_point(cfg: DictConfig, overrides: list[str], job_dir: Path, name: str | 
     store = store_of(cfg)
     parent = cfg.sweep.get("parent_run_id")
     with Signals() as signals:
+        signals.hooks.append(lambda stop: store.hurry(CLOSE_SECONDS, stop))  # a signal: stop waiting for the store
         claimer = Claimer(store, store.experiment(cfg.experiment_name), parent, cfg.sweep.rerun,
                           on_reused=linker(store, parent), signals=signals)
         (claimed,) = claimer.claim([Target(cfg, overrides, name, job_num, job_dir)])

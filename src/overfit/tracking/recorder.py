@@ -78,7 +78,10 @@ def _start(uri: str, parent: int) -> None:
     """A worker's start: its parent watched, MLflow imported and the store opened while the group trains;
     MLflow's per-write chatter is the parent's business, not the terminal's."""
     import logging
+    import signal
 
+    for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C reaches the whole group: the parent decides, not us
+        signal.signal(signum, signal.SIG_IGN)
     threading.Thread(target=_watch, args=(parent,), daemon=True, name="overfit-watch-parent").start()
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     open_store(uri).client
@@ -109,14 +112,15 @@ class Recorder:
         if self.pool is None:
             return [None if signals.received is not None else record(rec) for rec in records]
         futures: list[Future[PointResult]] = [self.pool.submit(record, rec) for rec in records]
-        while not all(f.done() for f in futures):
+        while not all(f.done() for f in futures) and signals.received is None:
             wait(futures, timeout=0.2)
-            if signals.received is not None:
-                for f in futures:
-                    f.cancel()
-                wait(futures)  # the ones in flight end their runs; the rest were never started
-                break
-        return [f.result() if f.done() and not f.cancelled() else None for f in futures]
+        if signals.received is not None:
+            for f in futures:
+                f.cancel()
+            wait(futures)  # the ones in flight end their runs; the rest were never started
+            return [f.result() if f.done() and not f.cancelled() and f.exception() is None else None
+                    for f in futures]
+        return [f.result() for f in futures]
 
     def __enter__(self) -> Recorder:
         return self

@@ -79,28 +79,62 @@ def artifact_root(uri: str, experiment_name: str) -> str | None:
     return None if db is None else (db.parent / "artifacts" / experiment_name).as_uri()
 
 
-def transient(exc: BaseException) -> bool:
-    """A failure worth waiting out: a locked SQLite file, a server that is restarting or overloaded."""
-    text = str(exc).lower()
-    return any(word in text for word in ("database is locked", "database is busy", "temporarily_unavailable",
-                                         "connection refused", "max retries exceeded", "timed out", "read timeout",
-                                         "503", "502", "504", "429"))
+SQLITE_BUSY, SQLITE_LOCKED = 5, 6  # sqlite3 result codes: another connection holds the file
+# MLflow's error codes for a server that is busy or in trouble (503, 429, and 500/502/504 from it or its proxy).
+SERVER_TROUBLE = ("TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "INTERNAL_ERROR")
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and those it was raised from or during (MLflow re-raises what requests or SQLAlchemy raised)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+
+
+def transient(exc: BaseException, http: bool = False) -> bool:
+    """A failure worth waiting out, told by its type: a busy SQLite file, a database connection that broke,
+    a server that does not answer, broke off a response, or says it is busy (``http``: a tracking server)."""
+    import sqlite3
+
+    import requests
+    import urllib3
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy import exc as sa
+
+    network = (ConnectionError, TimeoutError, requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+               requests.exceptions.ChunkedEncodingError, urllib3.exceptions.HTTPError)
+    for e in _chain(exc):
+        if isinstance(e, sqlite3.Error):  # the file's own verdict: busy, or something no wait fixes
+            code = getattr(e, "sqlite_errorcode", None)  # Python 3.11+
+            return code in (SQLITE_BUSY, SQLITE_LOCKED) or (code is None and isinstance(e, sqlite3.OperationalError))
+        if isinstance(e, network) or isinstance(e, (sa.DisconnectionError, sa.TimeoutError)):
+            return True
+        if isinstance(e, sa.OperationalError) and not isinstance(e.orig, sqlite3.Error):
+            return True  # another database's connection failed (a server restarting)
+    return http and isinstance(exc, MlflowException) and exc.error_code in SERVER_TROUBLE
+
+
+SQLITE_READONLY, SQLITE_CORRUPT, SQLITE_NOTADB = 8, 11, 26
 
 
 def describe(uri: str, exc: BaseException) -> str:
-    """One line for a store failure, naming the store and what is wrong with it."""
+    """One line for a store failure, naming the store and what is wrong with it (the wording, not the handling)."""
+    import sqlite3
+
     text = " ".join(str(exc).split())
-    low = text.lower()
+    code = next((getattr(e, "sqlite_errorcode", None) for e in _chain(exc) if isinstance(e, sqlite3.Error)), None)
     db = sqlite_file(uri)
     if db is not None and not db.exists():
         problem = "was deleted while in use (its database file is gone)"
-    elif "readonly" in low or "read-only" in low or "read only" in low:
+    elif code == SQLITE_READONLY:
         problem = "is read-only (MLflow must write to it)"
-    elif "not a database" in low or "malformed" in low or "no such table" in low or "out-of-date database" in low:
+    elif code in (SQLITE_CORRUPT, SQLITE_NOTADB):
         problem = f"is not a usable MLflow database ({text[:160]})"
-    elif "database is locked" in low:
+    elif code in (SQLITE_BUSY, SQLITE_LOCKED):
         problem = "stayed locked past the deadline, tracking.retry_seconds (another process holds it)"
-    elif transient(exc):
+    elif transient(exc, is_http(uri)):
         problem = f"did not answer ({text[:160]})"
     else:
         problem = f"failed: {text[:200]}"
@@ -149,17 +183,18 @@ class Store:
         self._experiments: dict[str, str] = {}
         self._failing_since: float | None = None  # when the current outage began (monotonic)
         self._hurry_until = math.inf  # after a signal: no wait for the store goes past this (monotonic)
+        self._hurry_because: BaseException | None = None
         self.gone: StoreError | None = None
 
     def attempt(self, call: Callable[[], T], budget: float | None = None) -> T:
-        """``call()``, retried with backoff for ``budget`` seconds (default: the deadline; 0: one try).
+        """``call()``, retried with backoff for ``budget`` seconds (default: until the outage's deadline; 0: one try).
 
         A permanent failure, or a transient one past the budget, is a :class:`StoreError`.
         """
         if self.gone is not None:
             raise StoreError(str(self.gone))
-        until = min(time.monotonic() + (self.deadline if budget is None else min(budget, self.deadline)),
-                    self._hurry_until)
+        # Without a budget a call waits for the outage's deadline; with one, at most that long.
+        until = self._hurry_until if budget is None else min(time.monotonic() + budget, self._hurry_until)
         pause = 0.5
         while True:
             try:
@@ -168,7 +203,7 @@ class Store:
                 raise
             except Exception as exc:  # MLflow raises MlflowException, SQLAlchemy and requests errors alike
                 now = time.monotonic()
-                if not transient(exc):
+                if not transient(exc, is_http(self.uri)):
                     raise StoreError(describe(self.uri, exc)) from exc
                 if self._failing_since is None:
                     self._failing_since = now
@@ -179,9 +214,13 @@ class Store:
                     self.gone = StoreError(f"{describe(self.uri, exc)}; gave up after {self.deadline:g} s "
                                            "(tracking.retry_seconds)")
                     raise self.gone from exc
+                until = min(until, self._hurry_until)  # a signal may have come meanwhile
+                if now >= until and until == self._hurry_until and self._hurry_because is not None:
+                    because, self._hurry_because = self._hurry_because, None
+                    raise because from exc
                 if now >= until:
                     raise StoreError(f"{describe(self.uri, exc)} (for {now - self._failing_since:.0f} s)") from exc
-                time.sleep(max(0.0, min(pause, outage_end - now, until - now)))
+                self._nap(min(pause, outage_end - now, until - now))
                 pause = min(pause * 2, 10.0)
                 continue
             self._failing_since = None
@@ -246,10 +285,18 @@ class Store:
                     raise
                 return found.experiment_id
 
-    def hurry(self, seconds: float) -> None:
+    def _nap(self, seconds: float) -> None:
+        """Sleep, in slices, so that a :meth:`hurry` from a signal handler cuts the wait short."""
+        end = time.monotonic() + seconds
+        while (now := time.monotonic()) < min(end, self._hurry_until):
+            time.sleep(min(0.25, end - now))
+
+    def hurry(self, seconds: float, because: BaseException | None = None) -> None:
         """From now on, wait at most ``seconds`` in all for a failing store: the process is on its way out
-        (a signal), and whatever closes its runs shares that time."""
+        (a signal), and whatever closes its runs shares that time. ``because``: raised by a wait cut short
+        by this, instead of a store error (the signal is why the call gave up)."""
         self._hurry_until = min(self._hurry_until, time.monotonic() + seconds)
+        self._hurry_because = self._hurry_because or because
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """``client.<method>(*args, **kwargs)`` with the store's retries, up to its deadline."""

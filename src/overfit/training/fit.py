@@ -38,7 +38,15 @@ class Fitted:
     metrics: dict[str, float]
 
 
-def usable_checkpoint(path: Path, owner: str) -> Path | None:
+@dataclass(frozen=True)
+class Start:
+    """A checkpoint to resume from, and the epochs it has trained."""
+
+    path: Path
+    epoch: int
+
+
+def usable_checkpoint(path: Path, owner: str) -> Start | None:
     """``path`` if it is a readable checkpoint of ``owner``'s run; else None, the file set aside with one line.
 
     An empty or truncated file (a full disk, a kill mid-write by something other than
@@ -51,11 +59,12 @@ def usable_checkpoint(path: Path, owner: str) -> Path | None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         found = state.get("callbacks", {}).get("Resume", {}).get("owner", "") if isinstance(state, dict) else None
+        epoch = int(state.get("epoch", -1)) + 1 if isinstance(state, dict) else 0
     except Exception as exc:  # any way of failing to read it means the same: it cannot be resumed from
         problem = f"cannot be read ({type(exc).__name__})"
     else:
         if found == owner or not owner:
-            return path
+            return Start(path, epoch)
         problem = f"belongs to run {found or '(unknown)'}, not {owner}"
     aside = path.with_name(f"{path.name}.unusable")
     path.replace(aside)
@@ -94,7 +103,7 @@ def fit(cfg: DictConfig, checkpoints: Path, logger: Logger | None = None, signal
     data = TensorDataModule(learner.encode(splits), cfg.optimizer.batch_size, cfg.seed,
                             whole_epochs=not learner.automatic_optimization)
     start = usable_checkpoint(checkpoints / CHECKPOINT, owner) if resume is not None else None
-    trainer.fit(learner, datamodule=data, ckpt_path=start, weights_only=True)
+    trainer.fit(learner, datamodule=data, ckpt_path=start.path if start else None, weights_only=True)
     trainer.test(learner, datamodule=data, verbose=False)
     final = {**learner.last_metrics, **learner.test_metrics}
     final["generalization_gap"] = final["test/error"] - final["train/error"]
