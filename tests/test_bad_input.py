@@ -104,6 +104,8 @@ CASES = [
     case("sweep.max_points=0", "sweep.max_points", "got 0"),
     case("tracking.retry_seconds=0", "tracking.retry_seconds", "got 0"),
     case("tracking.retry_seconds=nan", "tracking.retry_seconds", "got nan"),
+    case("hydra.run.dir=/proc/no/such", "hydra.run.dir", "cannot create /proc/no/such"),
+    case("-m hydra.sweep.dir=/proc/no/such seed=1,2", "hydra.sweep.dir", "cannot create /proc/no/such"),
     # NaN, inf and out-of-range numbers, group by group
     case("dataset.noise=nan", "dataset.noise", "got nan (allowed: a finite number"),
     case("dataset.x_min=-inf", "dataset.x_min", "got -inf"),

@@ -158,6 +158,20 @@ def test_two_identical_sweeps_at_once_train_each_point_once(tmp_path: Path) -> N
     assert all(r.info.status == "KILLED" for r in withdrawn)  # claims given up at once, never trained
 
 
+def test_two_different_sweeps_started_together_on_a_fresh_store_report_their_own(tmp_path: Path) -> None:
+    low = [a if not a.startswith("features.order=") else "features.order=1,2" for a in GRID]
+    high = [a if not a.startswith("features.order=") else "features.order=5,6" for a in GRID]
+    procs = [start(tmp_path, low), start(tmp_path, high)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    store = Store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for (out, _), orders in zip(outs, (["1", "2"], ["5", "6"])):
+        (parent,) = re.findall(r"sweep ([0-9a-f]{32}): 6 points finished", out)
+        _, points = collect(store, parent)
+        assert sorted({p.values["features.order"] for p in points}) == orders and len(points) == 6
+        assert all(p.finished and not p.reused for p in points)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

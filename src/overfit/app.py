@@ -22,7 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from overfit import paths
-from overfit.compose import compose_jobs
+from overfit.compose import compose_jobs, writable_dir
 from overfit.config import register
 from overfit.interrupts import Signals
 from overfit.tracking import runs
@@ -95,6 +95,7 @@ def run(overrides: list[str]) -> tuple[PointResult, str]:
     A signal ends the run KILLED (or SCHEDULED for SLURM's requeue) and propagates.
     """
     (cfg,) = compose_jobs(overrides, multirun=False)
+    writable_dir(overrides, "hydra.run.dir", paths.project_root() / "outputs")
     store_for(cfg.tracking.uri).experiment(cfg.experiment_name)  # a store that cannot be used: one line, now
     with Signals(), hydra_session() as hydra:
         job = hydra.run(config_name="train", task_function=task, overrides=overrides)

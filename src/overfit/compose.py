@@ -10,6 +10,7 @@ import copy
 import functools
 import itertools
 import math
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -139,3 +140,15 @@ def compose_jobs(overrides: list[str], multirun: bool, checked: bool = True) -> 
             validate(cfg, groups=checked)
             composed.append(cfg)
     return composed
+
+
+def writable_dir(overrides: list[str], key: str, default: Path) -> Path:
+    """The folder ``key`` (``hydra.run.dir`` / ``hydra.sweep.dir``) names, or ``default``, made now: one
+    that cannot be created is bad input, found before any run exists."""
+    given = next((a.split("=", 1)[1] for a in overrides if a.startswith(f"{key}=")), None)
+    folder = paths.resolve(given) if given else default
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(key, f"cannot create {folder}: {exc.strerror or exc}", "a folder this user can write") from exc
+    return folder

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from overfit import paths
 from overfit.app import hydra_session, task
-from overfit.compose import compose_jobs
+from overfit.compose import compose_jobs, writable_dir
 from overfit.config import check_groups
 from overfit.interrupts import Signals
 from overfit.tracking import runs
@@ -200,6 +200,7 @@ def sweep(task_args: list[str], nest_under: str | None = None, name: str | None 
         return reused
     for job in jobs:  # what will train: every point checked before the parent exists
         check_groups(job)
+    writable_dir(task_args, "hydra.sweep.dir", paths.project_root() / "multirun")
     experiment_id = store.experiment(jobs[0].experiment_name)
     if scheduled:  # its points reuse finished runs one by one, in their jobs
         runs.reopen(store, store.call("get_run", scheduled))
