@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from fakes import write_cifar10, write_mnist
 from helpers import run_cli
-from overfit.data import datasets
+from overfit.data import images
 
 Setup = Callable[[Path], None]
 
@@ -51,7 +51,7 @@ def damaged(kind: str, file: str, how: Callable[[bytes], bytes]) -> Setup:
 
 def offline(root: Path) -> None:
     """The download check is exercised for real: where the host answers, the case cannot be."""
-    if datasets._unreachable(*datasets._HOSTS["mnist"]) is None:
+    if images.unreachable(*images.MNIST.host) is None:
         pytest.skip("this machine reaches the MNIST download host")
 
 
@@ -71,16 +71,16 @@ LABELS = "MNIST/raw/train-labels-idx1-ubyte"
 CASES = [
     # unknown options and keys, wrong types (the schemas, at compose time)
     case("dataset=nope", "dataset", "unknown option 'nope'"),
-    case("features.order=-2", "features.order", "no such key for 'identity'"),
+    case("features.order=-2", "features.order", "no such key for overfit.maths.features.Identity"),
     case("+foo=1", "foo", "unknown top-level key"),
     case("+sweep.foo=1", "sweep.foo", "unknown key"),
-    case("optimizer=sgd +optimizer.momentum=0.5", "optimizer.momentum", "no such key for 'sgd'"),
+    case("optimizer=sgd +optimizer.momentum=0.5", "optimizer.momentum", "no such key for overfit.training.optimizers.SGD"),
     case("~seed", "seed", "is missing"),
-    case("optimizer.name=lbfgs", "optimizer.name", "choose the option itself: optimizer=lbfgs"),
-    case("optimizer.batch_size=abc", "optimizer.batch_size", "could not be converted to Integer"),
-    case("features=polynomial features.order=1e9", "features.order", "of type 'float'"),
-    case("trainer.max_epochs=1e23", "trainer.max_epochs", "of type 'float'"),
-    case("trainer.eval_every_n_epochs=1e23", "trainer.eval_every_n_epochs", "of type 'float'"),
+    case("optimizer.name=lbfgs", "optimizer.name", "no such key for overfit.training.optimizers.SGD (allowed: lr, batch_size)"),
+    case("optimizer.batch_size=abc", "optimizer.batch_size", "got 'abc' (allowed: an integer or null)"),
+    case("features=polynomial features.order=1e9", "features.order", "got 1000000000.0 (allowed: an integer)"),
+    case("trainer.max_epochs=1e23", "trainer.max_epochs", "got 1e+23 (allowed: an integer)"),
+    case("trainer.eval_every_n_epochs=1e23", "trainer.eval_every_n_epochs", "got 1e+23 (allowed: an integer)"),
     # seed and experiment name (the name becomes a folder of the artifact store)
     case("seed=-1", "seed", "got -1 (allowed: an integer in [0, 4294967295])"),
     case("seed=abc", "seed", "got 'abc'"),
@@ -118,7 +118,7 @@ CASES = [
     case("regularizer=elastic_net regularizer.beta=-inf", "regularizer.beta", "got -inf"),
     case("regularizer=max_norm regularizer.c=0", "regularizer.c", "must be > 0"),
     case("regularizer=max_norm regularizer.c=nan", "regularizer.c", "got nan"),
-    case("optimizer.lr=0", "optimizer.lr", "got 0.0"),
+    case("optimizer.lr=0", "optimizer.lr", "got 0.0 (allowed: a number in (0, 3.4e+38]"),
     case("optimizer=adam optimizer.lr=inf", "optimizer.lr", "got inf"),
     case("optimizer.lr=1e308", "optimizer.lr", "got 1e+308"),
     case("-m optimizer.lr=0.1,1e308", "optimizer.lr", "got 1e+308"),
@@ -129,20 +129,22 @@ CASES = [
     case("optimizer=lbfgs optimizer.max_iter=100000", "optimizer.max_iter", "an integer in [1, 10,000]"),
     case("model=mlp model.activation=softplus", "model.activation", "unknown activation 'softplus'"),
     case("model=mlp model.hidden=[0]", "model.hidden", "got [0]"),
-    case("model=mlp model.dropout=1", "model.dropout", "got 1.0"),
+    case("model=mlp model.dropout=1", "model.dropout", "got 1.0 (allowed: 0 ≤ dropout < 1)"),
     case("model=mlp model.dropout=nan", "model.dropout", "got nan"),
     case("model=mlp model.batch_norm=true optimizer.batch_size=19", "model.batch_norm", "on 20 training points"),
     case("features=polynomial features.order=-2", "features.order", "must be an integer ≥ 0"),
     case("features=polynomial features.order=1000000000", "features.order", "≤ 1000"),
     case("dataset=digits features=polynomial features.order=5 features.basis=legendre", "features.order",
          "gives 11,238,512 features"),
-    case("features=seed_transform", "features", "seed_transform needs 2-D inputs"),
+    case("features=seed_transform", "dataset.standardize", "seed_transform works on the raw coordinates"),
     case("loss=log_likelihood", "loss", "classification loss"),
     case("loss=hinge dataset=digits", "loss", "hinge is binary"),
     # epochs, accelerator and devices against what the machine has
     case("trainer.max_epochs=100000000", "trainer.max_epochs", "an integer in [1, 10,000,000]"),
     case("trainer.checkpoint_every_seconds=nan", "trainer.checkpoint_every_seconds", "got nan"),
-    case("trainer.precision=32", "trainer.precision", "unknown precision '32'"),
+    case("trainer.precision=32", "trainer.precision", "got 32 (allowed: text)"),
+    case("trainer.precision=bf32", "trainer.precision", "unknown precision 'bf32'"),
+    case("features=seed_transform dataset.standardize=false", "features", "seed_transform needs 2-D inputs"),
     case("trainer.accelerator=tpu9", "trainer.accelerator", "unknown accelerator 'tpu9'"),
     case("trainer.accelerator=gpu", "trainer.accelerator", "gpu needs a CUDA GPU", skip=CUDA),
     case("trainer.accelerator=mps", "trainer.accelerator", "mps needs an Apple MPS GPU", skip=MPS),
@@ -161,7 +163,7 @@ CASES = [
     case("optimizer=lbfgs optimizer.history_size=10000 model=mlp model.hidden=[4096,4096]",
          "optimizer.history_size", "16,793,601 parameters"),
     # image files: missing, corrupt, too few, or a download without a network
-    case("dataset=mnist", "dataset.root", "mnist not found under"),
+    case("dataset=mnist", "dataset.root", "MNIST not found under"),
     case("dataset=mnist dataset.download=true", "dataset.download", "no network: cannot reach", offline),
     case("dataset=mnist", "dataset.val_size", "leaves none of the 200 training images", mnist),
     case("dataset=mnist dataset.val_size=30 dataset.n_train=171", "dataset.n_train",

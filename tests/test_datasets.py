@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,25 +12,25 @@ import torch
 from omegaconf import OmegaConf
 
 from fakes import accept_fake_cifar10, write_cifar10, write_mnist
-from overfit.data import datasets
+from overfit import paths
+from overfit.data import base, images
+from overfit.data.base import Dataset
 from overfit.errors import ConfigError
+from overfit.training.parts import component
 
-# The fields and defaults of conf/dataset/<name>.yaml.
-DEFAULTS = {
-    "line": {},
-    "xor": {},
-    "polynomial": dict(n_train=20, n_val=100, n_test=1000, noise=0.2, target="cubic", x_min=-1.0, x_max=1.0),
-    "digits": dict(val_fraction=0.2, test_fraction=0.2, n_train=None),
-    "breast_cancer": dict(val_fraction=0.2, test_fraction=0.2, n_train=None),
-    "mnist": dict(root="data", download=False, val_size=5000, n_train=None),
-    "fashion_mnist": dict(root="data", download=False, val_size=5000, n_train=None),
-    "cifar10": dict(root="data", download=False, val_size=5000, n_train=None),
-}
 IMAGES = ("mnist", "fashion_mnist", "cifar10")
+SHIPPED = ("line", "polynomial", "xor", "digits", "breast_cancer", "mnist", "fashion_mnist", "cifar10", "table")
 
 
-def config(name: str, **overrides):
-    return OmegaConf.create({"name": name, **DEFAULTS[name], **overrides})
+def config(name: str, **overrides) -> dict:
+    """conf/dataset/<name>.yaml with ``overrides``, as the dataset group's node."""
+    node = OmegaConf.load(paths.config_dir() / "dataset" / f"{name}.yaml")
+    node.pop("defaults", None)
+    return {**OmegaConf.to_container(node), **overrides}
+
+
+def dataset(name: str, **overrides) -> Dataset:
+    return component(OmegaConf.create({"dataset": config(name, **overrides)}), "dataset")
 
 
 @pytest.fixture
@@ -42,16 +44,17 @@ def image_root(tmp_path, monkeypatch):
     return tmp_path
 
 
-def load(name: str, seed: int = 0, **overrides) -> datasets.Splits:
+def load(name: str, seed: int = 0, **overrides) -> base.Splits:
     if name in IMAGES:
         overrides.setdefault("val_size", 30)
-    return datasets.load(config(name, **overrides), seed)
+    return dataset(name, **overrides).load(seed)
 
 
-def test_registry_lists_all_eight():
-    expected = ("line", "polynomial", "xor", "digits", "breast_cancer", "mnist", "fashion_mnist", "cifar10")
-    assert datasets.DATASETS == expected
-    assert set(datasets.TASKS) == set(datasets.DATASETS)
+def test_every_shipped_option_is_a_component_with_a_target() -> None:
+    found = sorted(p.stem for p in (paths.config_dir() / "dataset").glob("*.yaml"))
+    assert found == sorted(SHIPPED)
+    for name in found:
+        assert isinstance(dataset(name), Dataset), name
 
 
 @pytest.mark.parametrize(
@@ -69,7 +72,7 @@ def test_registry_lists_all_eight():
 )
 def test_shapes_dtypes_and_task(image_root, name, dims, sizes, classes):
     s = load(name)
-    assert s.task == datasets.TASKS[name]
+    assert s.task == dataset(name).task
     assert (s.input_dim, s.target_dim) == dims
     assert (len(s.x_train), len(s.x_val), len(s.x_test)) == sizes
     assert s.num_classes == classes
@@ -127,8 +130,8 @@ def test_splits_reproducible_per_seed_and_differ_across_seeds(image_root, name):
     for field in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
         assert torch.equal(getattr(a, field), getattr(b, field))
     assert not torch.equal(a.x_train, c.x_train) and not torch.equal(a.x_val, c.x_val)
-    if name == "polynomial":  # fresh test noise per seed; the official test sets of the others are fixed
-        assert not torch.equal(a.x_test, c.x_test)
+    # Replicates are scored on the same test set: the seed redraws training and validation data only.
+    assert torch.equal(a.x_test, c.x_test) and torch.equal(a.y_test, c.y_test)
 
 
 @pytest.mark.parametrize("name", ["digits", "breast_cancer", "mnist", "fashion_mnist", "cifar10"])
@@ -155,7 +158,7 @@ def test_polynomial_range_noise_and_sine():
     assert 0.15 < (noisy.y_test - clean).std() < 0.25  # test noise is there too
 
 
-def _least_squares_errors(s: datasets.Splits, order: int) -> tuple[float, float]:
+def _least_squares_errors(s: base.Splits, order: int) -> tuple[float, float]:
     """Train and test MSE of the closed-form least-squares polynomial fit (Legendre basis, well conditioned)."""
     x, y = s.x_train[:, 0].double().numpy(), s.y_train[:, 0].double().numpy()
     xt, yt = s.x_test[:, 0].double().numpy(), s.y_test[:, 0].double().numpy()
@@ -177,12 +180,12 @@ def test_polynomial_defaults_show_under_and_over_fitting(seed):
 
 
 def test_missing_mnist_says_how_to_get_it(tmp_path):
-    cfg = config("mnist", root=str(tmp_path / "nowhere"))
-    for call in (lambda: datasets.check(cfg), lambda: datasets.load(cfg, 0)):
+    data = dataset("mnist", root=str(tmp_path / "nowhere"))
+    for call in (data.check, lambda: data.load(0)):
         with pytest.raises(ConfigError) as err:
             call()
         assert err.value.key == "dataset.root"
-        assert "mnist not found under" in str(err.value) and "dataset.download=true" in str(err.value)
+        assert "MNIST not found" in str(err.value) and "dataset.download=true" in str(err.value)
 
 
 def test_check_needs_no_torchvision_when_files_are_missing(tmp_path):
@@ -191,11 +194,9 @@ def test_check_needs_no_torchvision_when_files_are_missing(tmp_path):
     import sys
 
     code = (
-        "import sys; from omegaconf import OmegaConf; from overfit import errors; from overfit.data import datasets\n"
-        f"cfg = OmegaConf.create(dict(name='cifar10', root={str(tmp_path)!r}, download=False, val_size=5000,"
-        " n_train=None))\n"
-        "try: datasets.check(cfg)\nexcept errors.ConfigError: pass\n"
-        "assert 'torchvision' not in sys.modules and 'sklearn' not in sys.modules\n"
+        "import sys; from overfit import errors; from overfit.data.images import CIFAR10\n"
+        f"try: CIFAR10(root={str(tmp_path)!r}).check()\nexcept errors.ConfigError: pass\n"
+        "assert 'torchvision' not in sys.modules and 'sklearn' not in sys.modules and 'torch' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -203,19 +204,19 @@ def test_check_needs_no_torchvision_when_files_are_missing(tmp_path):
 def test_corrupt_cifar_is_a_config_error(tmp_path):
     """Without the test-only md5 bypass, fake files fail torchvision's check: one clear error, not a traceback."""
     write_cifar10(tmp_path, n_per_batch=10)
-    cfg = config("cifar10", root=str(tmp_path), val_size=5)
-    datasets.check(cfg)  # the files are there
-    with pytest.raises(ConfigError, match="cifar10 not found or corrupted") as err:
-        datasets.load(cfg, 0)
+    data = dataset("cifar10", root=str(tmp_path), val_size=5)
+    data.check()  # the files are there
+    with pytest.raises(ConfigError, match="CIFAR10 not found or corrupted") as err:
+        data.load(0)
     assert err.value.key == "dataset.root"
 
 
 def test_download_true_needs_the_host_not_the_files(tmp_path, monkeypatch):
-    monkeypatch.setattr(datasets, "_unreachable", lambda host, port: None)
-    datasets.check(config("mnist", root=str(tmp_path), download=True))
-    monkeypatch.setattr(datasets, "_unreachable", lambda host, port: "timed out")
+    monkeypatch.setattr(images, "unreachable", lambda host, port: None)
+    dataset("mnist", root=str(tmp_path), download=True).check()
+    monkeypatch.setattr(images, "unreachable", lambda host, port: "timed out")
     with pytest.raises(ConfigError, match="no network: cannot reach ossci-datasets.s3.amazonaws.com:443") as err:
-        datasets.check(config("mnist", root=str(tmp_path), download=True))
+        dataset("mnist", root=str(tmp_path), download=True).check()
     assert err.value.key == "dataset.download"
 
 
@@ -232,22 +233,24 @@ def test_the_network_probe_is_bounded_and_cached(monkeypatch):
         raise OSError("released")  # the abandoned probe ends quietly once the test lets it go
 
     monkeypatch.setattr(socket, "create_connection", hanging)
-    monkeypatch.setattr(datasets, "NETWORK_TIMEOUT_S", 0.2)
-    datasets._unreachable.cache_clear()
+    monkeypatch.setattr(images, "NETWORK_TIMEOUT_S", 0.2)
+    images.unreachable.cache_clear()
     try:
         start = time.monotonic()
-        assert "no answer within 0.2 s" in datasets._unreachable("example.invalid", 443)
-        assert datasets._unreachable("example.invalid", 443) is not None
+        assert "no answer within 0.2 s" in images.unreachable("example.invalid", 443)
+        assert images.unreachable("example.invalid", 443) is not None
         assert time.monotonic() - start < 2
     finally:
         hang.set()
-        datasets._unreachable.cache_clear()
+        images.unreachable.cache_clear()
 
 
 @pytest.mark.parametrize(
     "name, overrides, key",
     [
-        ("nope", {}, "dataset"),
+        ("polynomial", dict(_target_="overfit.data.synthetic.Nope"), "dataset._target_"),
+        ("polynomial", dict(order=3), "dataset.order"),
+        ("polynomial", dict(n_train=1e9), "dataset.n_train"),
         ("polynomial", dict(noise=-0.1), "dataset.noise"),
         ("polynomial", dict(noise=float("inf")), "dataset.noise"),
         ("polynomial", dict(x_max=1e300), "dataset.x_max"),
@@ -258,6 +261,7 @@ def test_the_network_probe_is_bounded_and_cached(monkeypatch):
         ("polynomial", dict(n_val=0), "dataset.n_val"),
         ("polynomial", dict(n_test=-1), "dataset.n_test"),
         ("polynomial", dict(n_train=None), "dataset.n_train"),
+        ("table", dict(path="nowhere.csv"), "dataset.path"),
         ("digits", dict(val_fraction=0.0), "dataset.val_fraction"),
         ("digits", dict(test_fraction=1.0), "dataset.test_fraction"),
         ("digits", dict(val_fraction=0.5, test_fraction=0.5), "dataset.val_fraction"),
@@ -273,29 +277,27 @@ def test_the_network_probe_is_bounded_and_cached(monkeypatch):
     ],
 )
 def test_check_rejects_bad_values(name, overrides, key):
-    cfg = OmegaConf.create({"name": name, **DEFAULTS.get(name, {}), **overrides})
     with pytest.raises(ConfigError) as err:
-        datasets.check(cfg)
-    assert err.value.key == key
-    if name == "nope":
-        assert "unknown dataset 'nope'" in str(err.value) and "cifar10" in str(err.value)
+        dataset(name, **overrides).check()
+    assert err.value.key == key and "\n" not in str(err.value)
 
 
 def test_check_accepts_the_defaults(image_root):
-    for name in datasets.DATASETS:  # the fake image files hold 200 training images: val_size 5000 would not fit
-        datasets.check(config(name, **({"val_size": 30} if name in IMAGES else {})))
+    for name in SHIPPED:  # the fake image files hold 200 training images: val_size 5000 would not fit
+        if name != "table":
+            dataset(name, **({"val_size": 30} if name in IMAGES else {})).check()
 
 
 @pytest.mark.parametrize("name", IMAGES)
 def test_sizes_beyond_the_files_fail_at_check(image_root, name):
     """The fake files hold 200 training images: check reads the count from the files, before any run exists."""
     with pytest.raises(ConfigError, match="170 training points") as err:
-        datasets.check(config(name, val_size=30, n_train=171))
+        dataset(name, val_size=30, n_train=171).check()
     assert err.value.key == "dataset.n_train"
     with pytest.raises(ConfigError, match="none of the 200 training images") as err:
-        datasets.check(config(name, val_size=200))
+        dataset(name, val_size=200).check()
     assert err.value.key == "dataset.val_size"
-    assert datasets.train_size(config(name, val_size=30)) == 170
+    assert dataset(name, val_size=30).train_size() == 170
 
 
 def _corrupt(kind: str, data: bytes) -> bytes:
@@ -354,7 +356,7 @@ def test_corrupt_files_fail_at_check_in_one_line(image_root, name, file, kind, f
     path.write_bytes(_corrupt(kind, path.read_bytes()))
     for download in (False, True):  # torchvision downloads nothing when the files are there
         with pytest.raises(ConfigError) as err:
-            datasets.check(config(name, val_size=30, download=download))
+            dataset(name, val_size=30, download=download).check()
         assert err.value.key == "dataset.root" and fragment in str(err.value) and "corrupt" in str(err.value)
         assert "\n" not in str(err.value)
     assert not Path("/tmp/overfit-pwned").exists()
@@ -366,20 +368,20 @@ def test_image_and_label_counts_must_agree(tmp_path):
     raw = "MNIST/raw/train-labels-idx1-ubyte"
     (tmp_path / raw).write_bytes((other / raw).read_bytes())
     with pytest.raises(ConfigError, match="disagree on the number of examples"):
-        datasets.check(config("mnist", root=str(tmp_path), val_size=30))
+        dataset("mnist", root=str(tmp_path), val_size=30).check()
 
 
 def test_files_are_read_once_while_unchanged(image_root, monkeypatch):
     """A 180-point sweep validates every point: each file is parsed once per process, again only when it changes."""
-    datasets.check(config("cifar10", val_size=30))
+    dataset("cifar10", val_size=30).check()
     calls = []
-    monkeypatch.setattr(datasets, "_cifar_examples", lambda path: calls.append(path) or 40)
+    monkeypatch.setattr(images, "_cifar_examples", lambda path: calls.append(path) or 40)
     for _ in range(3):
-        datasets.check(config("cifar10", val_size=30))
+        dataset("cifar10", val_size=30).check()
     assert calls == []
     batch = image_root / "data" / "cifar-10-batches-py" / "data_batch_1"
     batch.write_bytes(batch.read_bytes() + b".")  # changed size: read again
-    datasets.check(config("cifar10", val_size=30))
+    dataset("cifar10", val_size=30).check()
     assert calls == [batch]
 
 
@@ -392,3 +394,84 @@ def test_to_moves_every_tensor():
     s = load("xor").to("meta")
     assert all(t.device.type == "meta" for t in (s.x_train, s.y_train, s.x_val, s.y_val, s.x_test, s.y_test))
     assert s.num_classes == 2 and s.class_names == ("0", "1")
+
+
+@pytest.mark.parametrize("kind,name", [("MNIST", "mnist"), ("FashionMNIST", "fashion_mnist")])
+@pytest.mark.parametrize("gzipped", [True, False])
+def test_the_original_idx_files_are_read_where_they_lie(kind, name, gzipped, tmp_path, monkeypatch):
+    """As Debian's dataset-fashion-mnist installs them: the four files, gzipped, in one folder of their own."""
+    write_mnist(tmp_path / "tv", kind=kind)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for file in (tmp_path / "tv" / kind / "raw").iterdir():
+        if gzipped:
+            with gzip.open(flat / f"{file.name}.gz", "wb") as out:
+                out.write(file.read_bytes())
+        else:
+            shutil.copy(file, flat / file.name)
+    monkeypatch.setenv("OVERFIT_ROOT", str(tmp_path))
+    ours = dataset(name, root=str(flat), val_size=30)
+    ours.check()
+    assert ours.train_size() == 170
+    theirs = load(name, root=str(tmp_path / "tv"))
+    mine = ours.load(0)
+    for field in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        assert torch.equal(getattr(mine, field), getattr(theirs, field)), field
+    broken = flat / ("train-labels-idx1-ubyte.gz" if gzipped else "train-labels-idx1-ubyte")
+    broken.write_bytes(broken.read_bytes()[:5])
+    with pytest.raises(ConfigError, match="corrupt") as err:
+        dataset(name, root=str(flat), val_size=30).check()
+    assert err.value.key == "dataset.root"
+
+
+def test_a_csv_table_of_your_own(tmp_path, monkeypatch):
+    monkeypatch.setenv("OVERFIT_ROOT", str(tmp_path))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3))
+    rows = ["a,b,price,c"] + [f"{a},{b},{2 * a - b + 0.1 * c:.6f},{c}" for a, b, c in x]
+    (tmp_path / "houses.csv").write_text("\n".join(rows) + "\n")
+    table = dataset("table", path="houses.csv", target="price")
+    table.check()
+    assert (table.task, table.input_dim, table.num_classes) == ("regression", 3, None)
+    s = table.load(1)
+    assert s.y_train.shape == (len(s.x_train), 1) and len(s.x_train) + len(s.x_val) + len(s.x_test) == 200
+    assert torch.equal(s.x_test, table.load(2).x_test)  # the test split is the same for every seed
+    with pytest.raises(ConfigError, match="no column 'cost'") as err:
+        dataset("table", path="houses.csv", target="cost").check()
+    assert err.value.key == "dataset.target" and "price" in str(err.value)
+
+
+def test_a_numpy_table_with_classes(tmp_path, monkeypatch):
+    monkeypatch.setenv("OVERFIT_ROOT", str(tmp_path))
+    x = np.random.default_rng(0).normal(size=(300, 4))
+    np.savez(tmp_path / "t.npz", x=x, y=(x[:, 0] > 0).astype(int) + 3)  # labels 3 and 4
+    table = dataset("table", path=str(tmp_path / "t.npz"))
+    assert (table.task, table.num_classes, table.class_names) == ("classification", 2, ("3", "4"))
+    s = table.load(0)
+    assert set(s.y_train.tolist()) == {0, 1} and s.y_train.dtype == torch.int64
+
+
+def my_loader(seed: int, n: int = 30) -> tuple:
+    """A loader of a user's: any callable taking seed= and returning the six arrays."""
+    gen = np.random.default_rng(seed)
+    xs = [gen.normal(size=(k, 2)) for k in (n, 10, 10)]
+    return tuple(v for x in xs for v in (x, (x[:, 0] > 0).astype(np.int64)))
+
+
+def test_a_loader_of_your_own_is_a_dataset():
+    data = component(OmegaConf.create({"dataset": {"_target_": f"{__name__}.my_loader", "n": 40}}), "dataset")
+    data.check()
+    assert (data.task, data.input_dim, data.num_classes, data.train_size()) == ("classification", 2, 2, 40)
+    assert len(data.load(3).x_train) == 40
+    with pytest.raises(ConfigError) as err:
+        component(OmegaConf.create({"dataset": {"_target_": f"{__name__}.my_loader", "m": 1}}), "dataset")
+    assert err.value.key == "dataset.m" and "seed, n" in str(err.value)
+
+
+def test_no_dataset_module_imports_torch_until_it_loads() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; import overfit.data.base, overfit.data.synthetic, overfit.data.tabular, overfit.data.images\n"
+            "assert 'torch' not in sys.modules, 'torch'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -20,10 +20,18 @@ def test_main_passes_and_prints_a_row_per_item(capsys: pytest.CaptureFixture[str
 
 def test_run_covers_every_loss_output_regularizer_activation_and_the_layer() -> None:
     names = {row.what for row in gradcheck.run()}
-    expected = {f"{name} · {output}" for name in losses.LOSSES for output in losses.SUPPORTED_OUTPUTS[name]}
-    expected |= {f"regularizer {name}" for name in regularizers.REGULARIZERS}
+    expected = {f"{cls().name} · {output}" for cls in losses.SHIPPED for output in cls.outputs}
+    assert "multiclass_hinge · identity" in expected and "cross_entropy · sigmoid" in expected
+    expected |= {f"regularizer {getattr(reg, '__name__', type(reg).__name__)}" for reg in regularizers.SHIPPED}
     expected |= {"sigmoid", "softmax", "linear layer"}
     assert names == expected
+
+
+def test_each_shipped_regularizer_gets_the_knobs_it_takes() -> None:
+    built = {type(reg).__name__: reg for reg in map(gradcheck._shipped_regularizer, regularizers.SHIPPED)}
+    assert built["ElasticNet"].strength == 0.3 and built["ElasticNet"].beta == 0.7
+    assert built["MaxNorm"].c == 1.0
+    assert built["L2"].strength == built["NoPenalty"].strength == 0.3
 
 
 def test_every_row_is_tight_in_float64() -> None:

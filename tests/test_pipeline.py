@@ -276,8 +276,9 @@ def test_command_line_overrides_are_checked(tmp_path: Path) -> None:
 
 def test_allowed_groups_are_the_projects_config_groups() -> None:
     from overfit import config
+    from overfit.training import parts
 
-    assert set(spec.GROUPS) == set(config.SCHEMAS)
+    assert set(spec.GROUPS) == {*parts.GROUPS, *config.SCHEMAS}
 
 
 def test_shipped_studies_parse_and_validate() -> None:

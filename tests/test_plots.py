@@ -11,9 +11,10 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
-from omegaconf import OmegaConf
 
-from overfit.data.datasets import Splits, true_function
+from overfit.data.base import Splits
+from overfit.data.synthetic import Line, Polynomial
+from overfit.data.tabular import Digits
 from overfit.tracking import curves, plots
 from overfit.tracking.points import Point, best
 from overfit.lifecycle.pictures import picture
@@ -150,23 +151,23 @@ def test_two_axis_sweep_one_legend_every_order_labelled_failures_marked() -> Non
 def cubic_splits(n_test: int = 200) -> Splits:
     gen = torch.Generator().manual_seed(0)
     x = [2 * torch.rand(n, 1, generator=gen) - 1 for n in (20, 20, n_test)]
-    truth = true_function(OmegaConf.create({"name": "polynomial", "target": "cubic"}))
+    truth = Polynomial(target="cubic").true_function()
     y = [truth(xi) + 0.1 * torch.randn(xi.shape, generator=gen) for xi in x]
     return Splits(x[0], y[0], x[1], y[1], x[2], y[2], "regression", None, None)
 
 
 def test_true_function_is_known_for_polynomial_and_line_only() -> None:
-    cubic = true_function(OmegaConf.create({"name": "polynomial", "target": "cubic"}))
-    line = true_function(OmegaConf.create({"name": "line"}))
+    cubic = Polynomial(target="cubic").true_function()
+    line = Line().true_function()
     assert cubic is not None and line is not None
     assert cubic(torch.tensor([[1.0]])).item() == pytest.approx(1.5 - 0.5 - 1 + 0.3)
     assert line(torch.tensor([[10.0]])).item() == pytest.approx(7.0)  # the line example's test point
-    assert true_function(OmegaConf.create({"name": "digits"})) is None
+    assert Digits().true_function() is None
 
 
 def test_fitted_curve_draws_the_true_function_when_known_and_titles_the_point() -> None:
     splits = cubic_splits()
-    truth = true_function(OmegaConf.create({"name": "polynomial", "target": "cubic"}))
+    truth = Polynomial(target="cubic").true_function()
     title = "features.order=3 · test error 0.04412"
     key, fig = picture(SimpleNamespace(net=torch.nn.Linear(1, 1)), splits, title, truth)
     ax = fig.axes[0]

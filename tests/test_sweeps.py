@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from helpers import all_runs, compose, parent_of, run_cli
-from overfit.data import datasets
 from overfit.tracking import runs
 from overfit.tracking.points import Point, best, collect
 from overfit.tracking.reap import reap
 from overfit.tracking.store import Store
 from overfit.training.module import build_learner
+from overfit.training.parts import build
 
 
 ORDERS = ("dataset=polynomial", "model=linear", "loss=mse", "features=polynomial", "features.order=1,2,3,4,12",
@@ -123,8 +123,9 @@ def test_a_finished_sweep_reruns_without_importing_pytorch(root: Path, capsys) -
 
 def _exact_objective(cfg) -> float:
     """min_w,b (1/N)·Σ(y − φw − b)² + λ‖w‖² in float64, with the run's own feature map."""
-    splits = datasets.load(cfg.dataset, cfg.seed)
-    net = build_learner(cfg, splits).net.double()
+    parts = build(cfg)
+    splits = parts.dataset.load(cfg.seed)
+    net = build_learner(parts, cfg, splits).net.double()
     phi = net[:-1](splits.x_train.double())  # standardise → features
     y = splits.y_train.double()
     n, p = phi.shape
@@ -179,10 +180,10 @@ def test_a_raising_point_fails_with_its_reason_and_the_others_run(root: Path, st
 
     real = training.build_learner
 
-    def flaky(cfg, splits):
+    def flaky(parts, cfg, splits):
         if cfg.optimizer.lr == 0.3:
             raise RuntimeError("boom at lr 0.3")
-        return real(cfg, splits)
+        return real(parts, cfg, splits)
 
     monkeypatch.setattr(training, "build_learner", flaky)
     code, out, _ = run_cli(capsys, "train", "-m", "optimizer.lr=0.1,0.3,0.2", "trainer.max_epochs=3",

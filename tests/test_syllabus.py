@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from overfit.maths import losses
-from overfit.maths.features import build_features, polynomial_terms
+from overfit.maths.features import Polynomial, SeedTransform, polynomial_terms
 from overfit.maths.layers import Linear
 
 f64 = torch.float64
@@ -22,9 +21,8 @@ P = torch.tensor([[0.1, 0.7, 0, 0, 0, 0, 0, 0, 0, 0.2]], dtype=f64)
 CLASS_2 = torch.tensor([1])
 
 
-def loss(name: str, output: str, gradient: str = "autograd") -> losses.Loss:
-    cfg = SimpleNamespace(name=name, output=output, gradient=gradient)
-    return losses.build_loss(cfg, "classification", 3)
+def loss(cls: type[losses.Loss], output: str, gradient: str = "autograd") -> losses.Loss:
+    return cls(output, gradient).fit("classification", 3)
 
 
 # §1 -----------------------------------------------------------------------------------
@@ -50,13 +48,12 @@ def test_polynomial_term_counts(d: int) -> None:
 
 def test_polynomial_feature_map_leaves_the_constant_to_the_bias() -> None:
     x = torch.randn(5, 3, dtype=f64)
-    cfg = SimpleNamespace(name="polynomial", order=2, basis="monomial")
-    assert build_features(cfg, x).out_features == (3 + 1) * (3 + 2) // 2 - 1
+    assert Polynomial(order=2, basis="monomial").build(x).out_features == (3 + 1) * (3 + 2) // 2 - 1
 
 
 def test_seed_transform_images_and_separating_line() -> None:
     corners = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=f64)  # a, b, c, d
-    images = build_features(SimpleNamespace(name="seed_transform"), corners)(corners)
+    images = SeedTransform().build(corners)(corners)
     expected = [[0.0, 0.0], [2.0, 0.0], [0.0, 2.0], [0.4, 0.4]]
     assert [[round(v, 1) for v in row] for row in images.tolist()] == expected
     side = images.sum(1) - 1  # x1' + x2' = 1
@@ -80,7 +77,7 @@ def test_linear_classifier_scores() -> None:
 
 @pytest.mark.parametrize("gradient", ["autograd", "analytic"])
 def test_multiclass_hinge(gradient: str) -> None:
-    svm = loss("multiclass_hinge", "identity", gradient)
+    svm = loss(losses.MulticlassHinge, "identity", gradient)
     per_example = [round(svm(SCORES[i : i + 1], TRUE[i : i + 1]).item(), 1) for i in range(3)]
     assert per_example == [2.9, 0.0, 12.9]
     mean = svm(SCORES, TRUE).item()
@@ -93,7 +90,7 @@ def test_hinge_loss_does_not_determine_w() -> None:
     with torch.no_grad():
         layer.weight.copy_(torch.diag(SCORES[1]))
     x = torch.ones(1, 3, dtype=f64)
-    svm = loss("multiclass_hinge", "identity")
+    svm = loss(losses.MulticlassHinge, "identity")
     assert svm(layer(x), TRUE[1:2]).item() == 0
     with torch.no_grad():
         layer.weight.mul_(2)
@@ -116,7 +113,7 @@ def test_cross_entropy() -> None:
 def test_softmax_log_likelihood(gradient: str) -> None:
     p_ex1 = torch.softmax(SCORES[0], 0)
     assert [round(v, 2) for v in p_ex1.tolist()] == [0.13, 0.87, 0.0]
-    softmax_classifier = loss("log_likelihood", "softmax", gradient)
+    softmax_classifier = loss(losses.LogLikelihood, "softmax", gradient)
     per_example = [round(softmax_classifier(SCORES[i : i + 1], TRUE[i : i + 1]).item(), 4) for i in range(3)]
     assert per_example == [2.0404, 0.0791, 6.1565]  # the slide's 0.89 is −log10 0.13
     assert round(softmax_classifier(SCORES, TRUE).item(), 4) == 2.7587
@@ -124,7 +121,7 @@ def test_softmax_log_likelihood(gradient: str) -> None:
 
 @pytest.mark.parametrize("gradient", ["autograd", "analytic"])
 def test_softmax_cross_entropy(gradient: str) -> None:
-    value = loss("cross_entropy", "softmax", gradient)(SCORES[:1], TRUE[:1]).item()
+    value = loss(losses.CrossEntropy, "softmax", gradient)(SCORES[:1], TRUE[:1]).item()
     assert round(value, 4) == 4.0743
     assert round(value / math.log(10), 4) == 1.7694  # the slide's "0.89·2" is in base 10
 

@@ -11,11 +11,11 @@ import torch
 
 from fakes import accept_fake_cifar10, write_cifar10, write_mnist
 from helpers import all_runs, compose, run_cli
-from overfit.data import datasets
 from overfit.data.datamodule import TensorDataModule
 from overfit.maths.features import polynomial_terms
 from overfit.tracking import runs
 from overfit.training.module import Diverged, build_learner
+from overfit.training.parts import build
 from overfit.lifecycle.point import run_point
 from overfit.training.fit import fit
 from overfit.training.trainer import build_trainer
@@ -49,7 +49,7 @@ def test_a_run_records_config_metrics_and_picture(root: Path, store) -> None:
     result = run_point(cfg, [*LINE, "trainer.max_epochs=7", "optimizer.lr=0.05"], root / "out")
     run = store.get_run(result.run_id)
     params, tags = run.data.params, run.data.tags
-    assert params["optimizer.lr"] == "0.05" and params["dataset.name"] == "line"
+    assert params["optimizer.lr"] == "0.05" and params["dataset._target_"] == "overfit.data.synthetic.Line"
     assert params["trainer.max_epochs"] == "7"
     assert tags[runs.TAG_HASH] == runs.config_hash(cfg) and tags[runs.TAG_CODE] == runs.Key.of(cfg).code
     assert "optimizer.lr=0.05" in tags["overrides"]
@@ -199,8 +199,9 @@ def test_an_epoch_per_lightning_step_trains_as_a_batch_per_step(overrides: tuple
     fused = fit(cfg, root / "fused")
     assert not fused.learner.automatic_optimization
     L.seed_everything(cfg.seed, verbose=False)
-    splits = datasets.load(cfg.dataset, cfg.seed)
-    learner = build_learner(cfg, splits).double()
+    parts = build(cfg)
+    splits = parts.dataset.load(cfg.seed)
+    learner = build_learner(parts, cfg, splits).double()
     splits = splits.floating(torch.float64)
     data = TensorDataModule(learner.encode(splits), cfg.optimizer.batch_size, cfg.seed)
     build_trainer(cfg.trainer, False, root / "stepped", []).fit(learner, datamodule=data)

@@ -21,7 +21,7 @@ from overfit.interrupts import Interrupted
 from overfit.lifecycle import claim as claiming
 from overfit.lifecycle.claim import Claimer, Target
 from overfit.lifecycle.point import run_point
-from overfit.multirun import sweep_dir_of
+from overfit.sweeping.driver import unique_dir
 from overfit.tracking import owners, runs
 from overfit.tracking.pointfile import PointResult, read_point
 from overfit.tracking.store import Store, StoreError
@@ -73,10 +73,15 @@ def test_two_sweeps_sharing_a_directory_each_report_their_own_points(vectorize: 
     assert all(k.info.status == "FINISHED" and steps(store, k.info.run_id) == list(range(1, 31)) for k in kids)
 
 
-def test_sweeps_started_in_the_same_second_get_their_own_directories(root: Path) -> None:
-    a, b = sweep_dir_of([], "a" * 32), sweep_dir_of([], "b" * 32)
-    assert a != b and a.parent == b.parent  # same second, same date folder, each its run's name
-    assert sweep_dir_of(["hydra.sweep.dir=x/y"], "a" * 32) == root / "x" / "y"
+def test_sweeps_started_at_the_same_moment_get_their_own_directories(root: Path) -> None:
+    from omegaconf import OmegaConf
+
+    default = OmegaConf.create({"hydra": {"sweep": {"dir": str(root / "multirun" / "same-moment")},
+                                          "overrides": {"hydra": []}}})
+    a, b = unique_dir(default, "a" * 32), unique_dir(default, "b" * 32)
+    assert a != b and a.parent == b.parent  # the same timestamped folder, each its run's name under it
+    given = OmegaConf.create({"hydra": {"sweep": {"dir": "x/y"}, "overrides": {"hydra": ["hydra.sweep.dir=x/y"]}}})
+    assert unique_dir(given, "a" * 32) == root / "x" / "y"  # the user's own folder, as given
 
 
 def test_a_job_never_adopts_a_run_with_another_reuse_key(root: Path, store) -> None:
@@ -270,12 +275,12 @@ def parent_of_run(out: str) -> str:
 # --- interruptions and empty sweeps ----------------------------------------------------------------
 def test_an_interrupted_sweep_before_any_point_ended_is_reported_as_empty(root: Path, store, capsys,
                                                                           monkeypatch) -> None:
-    from overfit import multirun
+    from overfit.sweeping import driver
 
     def interrupted(*args, **kwargs):
         raise Interrupted(signal.SIGINT)
 
-    monkeypatch.setattr(multirun, "_job_overrides", interrupted)
+    monkeypatch.setattr(driver, "units_of", interrupted)
     code, out, err = run_cli(capsys, "train", "-m", "features.order=1,2", *POLY)
     assert code == 130 and err.count("\n") == 1 and "Traceback" not in err, err
     parent = store.get_run(parent_of_run(out))

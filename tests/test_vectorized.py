@@ -18,7 +18,8 @@ from overfit.compose import compose_jobs
 from overfit.training.batched_optim import BatchedAdam, BatchedSGD
 from overfit.training.module import Diverged, Learner
 from overfit.training.fit import fit
-from overfit.training.vectorized import group_key, plan_groups, train_group
+from overfit.training.planning import group_key, plan_groups
+from overfit.training.vectorized import train_group
 
 F64 = ("trainer.precision=64-true", "trainer.accelerator=cpu")
 POLY = ("dataset=polynomial", "features=polynomial", *F64)

@@ -67,5 +67,5 @@ def test_points_that_cannot_batch_train_alone_and_say_why(root: Path, store, cap
     code, out, err = run_cli(capsys, "train", "-m", "features=polynomial", "features.order=3",
                              "optimizer=gd,lbfgs", "trainer.max_epochs=5")
     assert code == 0, err
-    assert "trains alone: L-BFGS" in out
+    assert "optimizer=lbfgs trains one at a time: L-BFGS searches a step length" in out
     assert len(children(store, parent_of(out))) == 2

@@ -1,36 +1,40 @@
-"""``overfit train``: the task function, and Hydra running it once (sweeps: :mod:`overfit.multirun`).
+"""``overfit train``: a plain Hydra app (``@hydra.main``) with overfit's task function.
 
-The task function is separate from how Hydra is called (lightning-hydra-template's
-habit). Hydra is driven through its public compose API (``initialize_config_dir``
-and the ``Hydra`` object it installs), with the overrides as a list: ``sys.argv``
-stays what the user typed, so a multi-device run can start its other processes
-with the same command line.
+Hydra parses the command line as it documents it (``--help``, ``--hydra-help``, ``--cfg``,
+``--resolve``, ``--info``, ``--config-dir``, ``--config-name``, ``-sc``, ``-m`` with any
+sweeper and launcher); the config is ``overfit.conf`` (the project's ``conf/``). A single
+run trains one point; ``-m`` is overfit's grid sweeper by default (``hydra/sweeper=overfit``,
+:mod:`overfit.sweeping.sweeper`), or any other sweeper with overfit's callback.
+
+:func:`main` is what ``overfit train`` and ``overfit-train`` run: it checks the command
+first (bad input is one line and exit 2 before any run exists), calls the app, and prints
+where the run or the sweep ended. Errors from the jobs reach it past Hydra's own reporting
+(:class:`Stopped`), so every failure a user can cause is one line that is overfit's own.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from overfit import paths
-from overfit.compose import compose_jobs, writable_dir
-from overfit.config import register
-from overfit.interrupts import Signals
-from overfit.tracking import runs
-from overfit.tracking.store import resolve_uri, store_for
-from overfit.tracking.pointfile import PointResult
+from overfit.sweeping import session
+from overfit.sweeping.session import Stopped
 
 if TYPE_CHECKING:
+    from overfit.tracking.pointfile import PointResult
     from overfit.tracking.sweeps import Outcome
+
+PROG = "overfit-train"  # Hydra's program name: shell completion completes the command of this name
 
 
 class _NoJobErrorEcho(logging.Filter):
@@ -40,29 +44,52 @@ class _NoJobErrorEcho(logging.Filter):
         return not str(record.msg).startswith("Error executing job")
 
 
-logging.getLogger("hydra.core.utils").addFilter(_NoJobErrorEcho())
+def _choices(cfg: DictConfig) -> None:
+    """The option chosen in each group, kept with the config (the runs' tags name them)."""
+    if not cfg.sweep.get("choices"):
+        chosen = HydraConfig.get().runtime.choices
+        cfg.sweep.choices = {k: v for k, v in chosen.items() if "/" not in k and not k.startswith("hydra")}
 
 
-def task(cfg: DictConfig) -> PointResult | float:
-    """Hydra's task function: one job. A single run returns its result; a sweep point its validation error."""
-    from overfit.lifecycle.point import run_point  # training (PyTorch, Lightning) is imported by the jobs alone
+def task(cfg: DictConfig) -> float | None:
+    """Hydra's task function: a single run, a job of overfit's plan, or a point another sweeper picked.
+
+    A sweep's job returns the best validation error among its points (the worst value, +inf,
+    when none finished: Optuna's sweeper fails on NaN).
+    """
+    from overfit.lifecycle.point import run_point
+    from overfit.sweeping import record
+    from overfit.tracking import runs
+
+    from overfit.compose import normalize
 
     hc = HydraConfig.get()
-    if cfg.sweep.get("unit") is not None:  # a vectorized sweep's job: a group of points, or one that trains alone
-        return _unit(cfg, Path(hc.runtime.output_dir))
-    overrides = [o for o in hc.overrides.task if not o.startswith(("sweep.parent_run_id=", "sweep.axes="))]
-    multirun = hc.mode == RunMode.MULTIRUN
-    keys = list(cfg.sweep.axes) if multirun else None
-    result = run_point(cfg, overrides, Path(hc.runtime.output_dir), runs.point_name(overrides, keys),
-                       hc.job.num if multirun else None)
-    if not multirun:
-        return result
-    error = result.metrics.get("val/error", math.nan) if result.status == "FINISHED" else math.nan
-    return error if math.isfinite(error) else math.inf  # the worst value: Optuna's sweeper crashes on NaN
+    _choices(cfg)
+    normalize(cfg)
+    job_dir = Path(hc.runtime.output_dir)
+    try:
+        if cfg.sweep.get("unit") is not None:
+            return _unit(cfg, job_dir)
+        overrides = [o for o in hc.overrides.task if not o.startswith(("sweep.parent_run_id=", "sweep.axes="))]
+        if hc.mode == RunMode.MULTIRUN:  # a point another sweeper launched: its parent is in the sweep's record
+            sweep_dir = Path(hc.sweep.dir)
+            cfg.sweep.parent_run_id = cfg.sweep.get("parent_run_id") or record.parent_of(sweep_dir)
+            name = runs.point_name(overrides, record.axes_of(sweep_dir))
+            result = run_point(cfg, overrides, job_dir, name, hc.job.num)
+            error = result.metrics.get("val/error", math.nan) if result.status == "FINISHED" else math.nan
+            return error if math.isfinite(error) else math.inf
+        from overfit.tracking.store import resolve_uri
+
+        current = session.current()
+        current.uri = resolve_uri(cfg.tracking.uri)
+        current.result = run_point(cfg, overrides, job_dir, runs.point_name(overrides))
+        return None
+    except Exception as exc:
+        raise Stopped(exc) from exc
 
 
 def _unit(cfg: DictConfig, job_dir: Path) -> float:
-    """One job of a vectorized sweep: its points as one batched model, or a point alone; the best val error."""
+    """One job of a sweep's plan: its points as one batched model, or a point alone; the best val error."""
     from overfit.lifecycle.group import run_group
     from overfit.lifecycle.plan import read_unit
     from overfit.lifecycle.point import run_point
@@ -74,32 +101,128 @@ def _unit(cfg: DictConfig, job_dir: Path) -> float:
     else:
         results = run_group(members, cfg.sweep.parent_run_id, job_dir)
     errors = [r.metrics.get("val/error", math.nan) for r in results if r.status == "FINISHED"]
-    return min(errors, default=math.nan)
+    best = min(errors, default=math.inf)
+    return best if math.isfinite(best) else math.inf
 
 
-@contextmanager
-def hydra_session() -> Iterator[Any]:
-    """Hydra initialised on the project's ``conf/``, as ``@hydra.main`` would."""
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    register()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(paths.config_dir()), version_base="1.3", job_name="train"):
-        yield GlobalHydra.instance().hydra
+app = hydra.main(version_base="1.3", config_path=paths.CONFIG_PATH, config_name="train")(task)
 
 
-def run(overrides: list[str]) -> tuple[PointResult, str]:
-    """``overfit train OVERRIDES``: one run, validated first; returns its result and store.
+# --- the command line -------------------------------------------------------------------------------------------
+INFORMATIONAL = ("-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "-sc", "--shell-completion")
+HYDRA_VALUED = ("-cd", "--config-dir", "-cn", "--config-name", "-cp", "--config-path", "-p", "--package")
 
-    A signal ends the run KILLED (or SCHEDULED for SLURM's requeue) and propagates.
+
+def _split(args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The overrides in ``args`` and Hydra's own flags among them (``--config-dir X`` ...)."""
+    overrides, flags = [], {}
+    items = iter(args)
+    for arg in items:
+        key = arg.split("=", 1)[0]
+        if key in HYDRA_VALUED:
+            flags[key] = arg.split("=", 1)[1] if "=" in arg else next(items, "")
+        elif arg.startswith("-"):
+            flags[arg] = ""
+        else:
+            overrides.append(arg)
+    return overrides, flags
+
+
+def search_overrides(flags: dict[str, str]) -> list[str]:
+    """``--config-dir DIR`` as the override that adds DIR to the search path (for composing outside the app)."""
+    folder = flags.get("-cd") or flags.get("--config-dir")
+    return [f"hydra.searchpath=[file://{Path(folder).resolve()}]"] if folder else []
+
+
+def check(args: list[str]) -> None:
+    """Bad input in one line, exit 2, before Hydra or any run: the command's first point, composed and validated."""
+    from overfit.compose import compose_jobs, expand, writable_dir
+
+    overrides, flags = _split(args)
+    sweeping = "-m" in flags or "--multirun" in flags
+    extra = search_overrides(flags)
+    if sweeping:
+        first = expand(overrides)[0]  # the whole grid is composed (once) by the sweeper; its size is checked here
+        compose_jobs([*first, *extra], multirun=False, checked=False)
+        writable_dir(overrides, "hydra.sweep.dir", paths.project_root() / "multirun")
+    else:
+        from overfit.training.trainer import check_machine
+
+        (cfg,) = compose_jobs([*overrides, *extra], multirun=False)
+        check_machine(cfg.trainer)  # a single run trains here: this machine is the job's
+        writable_dir(overrides, "hydra.run.dir", paths.project_root() / "outputs")
+
+
+def run_app(args: list[str], current: session.Session) -> int:
+    """The Hydra app on ``args`` (its exit status); the outcome lands in ``current``."""
+    session.begin(current)
+    argv, sys.argv = sys.argv, [PROG, *args]
+    logging.getLogger("hydra.core.utils").addFilter(_NoJobErrorEcho())
+    os.environ.setdefault("OVERFIT_ROOT", str(paths.project_root()))  # the app's folders and every job agree
+    try:
+        app()
+    except SystemExit as exc:  # --help and friends exit 0; Hydra's own errors exit 1
+        return exc.code if isinstance(exc.code, int) else 1
+    except Stopped as stopped:
+        _abort(current, stopped.error)
+        raise stopped.error from None
+    except BaseException as exc:
+        _abort(current, exc)
+        raise
+    finally:
+        sys.argv = argv
+        session.end(current)
+    return 0
+
+
+def _abort(current: session.Session, exc: BaseException) -> None:
+    """A sweep that another sweeper drove and that did not end: its parent closed (overfit's closes its own)."""
+    from overfit.sweeping import driver
+
+    if current.parent is not None and current.store is not None and current.outcome is None:
+        already = current.store.call("get_run", current.parent).info.status != "RUNNING"
+        if not already:
+            driver.abort(current.store, current.parent, exc)
+
+
+def sweep(task_args: list[str], nest_under: str | None = None, name: str | None = None, label: str = "",
+          scheduled: str | None = None) -> Outcome:
+    """``overfit train -m ARGS`` from code: validated, run, its outcome (the sweep's parent and points)."""
+    from overfit.sweeping.options import with_sweeper_defaults
+
+    task_args = with_sweeper_defaults(task_args)
+    check(["-m", *task_args])
+    current = session.Session(nest_under=nest_under, name=name, label=label, scheduled=scheduled)
+    run_app(["-m", *task_args], current)
+    assert current.outcome is not None
+    return current.outcome
+
+
+def main(argv: list[str] | None = None, scheduled: str | None = None) -> int:
+    """``overfit train ARGS`` / ``overfit-train ARGS``: check, run, report on the terminal.
+
+    ``scheduled``: the SCHEDULED parent of a detached sweep, reopened by its driver job.
     """
-    (cfg,) = compose_jobs(overrides, multirun=False)
-    writable_dir(overrides, "hydra.run.dir", paths.project_root() / "outputs")
-    store_for(cfg.tracking.uri).experiment(cfg.experiment_name)  # a store that cannot be used: one line, now
-    with Signals(), hydra_session() as hydra:
-        job = hydra.run(config_name="train", task_function=task, overrides=overrides)
-    return job.return_value, resolve_uri(cfg.tracking.uri)
+    from overfit.sweeping.options import with_sweeper_defaults
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    if any(a.split("=", 1)[0] in INFORMATIONAL for a in args):
+        return run_app(args, session.Session())  # exactly what Hydra prints
+    overrides, flags = _split(args)
+    sweeping_now = "-m" in flags or "--multirun" in flags
+    if sweeping_now:
+        args = with_sweeper_defaults(args)
+    check(args)
+    current = session.Session(scheduled=scheduled)
+    code = run_app(args, current)
+    if code:
+        return code
+    if current.outcome is not None:
+        return print_outcome(current.outcome)
+    if current.result is not None:
+        print_run(current.result, current.uri)
+        return 0 if current.result.status == "FINISHED" else 1
+    return 0
 
 
 def print_run(result: PointResult, uri: str) -> None:

@@ -35,7 +35,7 @@ commands:
 
 
 # Keys overfit sets for the jobs of a sweep: a user's value would mislead them about which sweep they are in.
-PLUMBING = ("sweep.parent_run_id", "sweep.plan", "sweep.unit", "sweep.axes")
+PLUMBING = ("sweep.parent_run_id", "sweep.plan", "sweep.unit", "sweep.axes", "sweep.choices")
 
 
 def _refuse_plumbing(args: list[str]) -> None:
@@ -47,18 +47,10 @@ def _refuse_plumbing(args: list[str]) -> None:
 
 
 def _train(args: list[str]) -> int:
-    from overfit import app, help as train_help
-
-    _refuse_plumbing(args)
-    if any(a in ("-h", "--help") for a in args):
-        print(train_help.text())
-        return 0
-    if any(a in ("-c", "--cfg") for a in args):
-        print(train_help.config(args))
-        return 0
-    from overfit import multirun
+    from overfit import app
     from overfit.cluster import detach as driver
 
+    _refuse_plumbing(args)
     args, detach = _flag(args, "--detach", takes_value=False)
     args, begin = _flag(args, "--begin")
     args, scheduled = _flag(args, driver.FLAG_RUN)
@@ -66,16 +58,14 @@ def _train(args: list[str]) -> int:
     if (detach or begin) and not sweeping:
         raise ConfigError("--detach" if detach else "--begin", "schedules a sweep", "overfit train -m SWEEP --detach "
                           "[--begin TIME]")
-    if sweeping:
-        task_args = [a for a in args if a not in ("-m", "--multirun")]
-        if detach:
-            multirun.detach(task_args, begin or None)
-            return 0
-        task_args = driver.slurm_args(task_args, begin, "--begin") if begin else task_args
-        return app.print_outcome(multirun.sweep(task_args, scheduled=scheduled or None))
-    result, uri = app.run(args)
-    app.print_run(result, uri)
-    return 0 if result.status == "FINISHED" else 1
+    if detach:
+        from overfit.sweeping.driver import detach as submit
+
+        submit([a for a in args if a not in ("-m", "--multirun")], begin or None)
+        return 0
+    if begin:
+        args = driver.slurm_args(args, begin, "--begin")
+    return app.main(args, scheduled=scheduled or None)
 
 
 def _flag(args: list[str], flag: str, takes_value: bool = True) -> tuple[list[str], str]:

@@ -1,13 +1,16 @@
 """Composing what a command would run: every job, validated, before anything runs.
 
-Hydra's compose API builds each job's config from ``conf/``; :func:`overfit.config.validate`
-checks it. Errors from Hydra and OmegaConf become one :class:`ConfigError` line.
+Hydra's compose API builds each job's config — inside the running Hydra app with its search
+path (``--config-dir`` included), or from the shipped ``overfit.conf`` outside it;
+:func:`overfit.config.validate` checks it. Errors from Hydra and OmegaConf become one
+:class:`ConfigError` line.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+from contextlib import nullcontext
 import itertools
 import math
 from pathlib import Path
@@ -15,7 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from overfit import paths
-from overfit.config import register, validate
+from overfit.config import validate
 from overfit.errors import ConfigError
 
 
@@ -35,8 +38,8 @@ def _one_line(exc: Exception) -> ConfigError:
         problem = next((ln for ln in lines if not ln.startswith(("full_key", "object_type", "reference_type"))), lines[0])
         node = getattr(cause, "parent_node", None)
         if "not in" in problem and isinstance(node, DictConfig):
-            option = node.get("name", "this option")
-            return ConfigError(key, f"no such key for {option!r}", ", ".join(map(str, node.keys())))
+            owner = str(node.get("_target_", str(key).rsplit(".", 1)[0]))
+            return ConfigError(key, f"no such key for {owner}", ", ".join(str(k) for k in node.keys() if k != "_target_"))
         return ConfigError(key, problem)
     return ConfigError("overrides", " ".join(lines[:2]))
 
@@ -101,6 +104,17 @@ def _is_value(override: str, groups: tuple[str, ...]) -> bool:
     return not key.startswith(("+", "~", "hydra")) and "@" not in key and "/" not in key and key not in groups
 
 
+def with_choices(cfg: DictConfig) -> DictConfig:
+    """The job's config without Hydra's node, the option chosen in each group kept as ``sweep.choices``."""
+    from omegaconf import open_dict, read_write
+
+    choices = {k: v for k, v in cfg.hydra.runtime.choices.items() if "/" not in k and not k.startswith("hydra")}
+    with read_write(cfg), open_dict(cfg):
+        del cfg["hydra"]
+    cfg.sweep.choices = choices
+    return cfg
+
+
 def compose_jobs(overrides: list[str], multirun: bool, checked: bool = True) -> list[DictConfig]:
     """Compose and validate every job a command would launch, before anything runs.
 
@@ -110,13 +124,12 @@ def compose_jobs(overrides: list[str], multirun: bool, checked: bool = True) -> 
     parent run exists. ``checked=False`` leaves each group's checks (:func:`overfit.config.check_groups`,
     which import PyTorch) to the caller: a sweep first looks for finished runs, which were valid when they ran.
     """
-    from hydra import compose, initialize_config_dir
+    from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    register()
     try:
         jobs = expand(overrides) if multirun else [overrides]
     except HydraException as exc:  # a typo in the command line
@@ -125,30 +138,51 @@ def compose_jobs(overrides: list[str], multirun: bool, checked: bool = True) -> 
     parser = OverridesParser.create()
     bases: dict[tuple[str, ...], DictConfig] = {}
     composed = []
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(paths.config_dir()), version_base="1.3", job_name="train"):
+    inside = GlobalHydra.instance().is_initialized()  # inside the Hydra app: its search path (--config-dir too)
+    with nullcontext() if inside else initialize_config_module("overfit.conf", version_base="1.3", job_name="train"):
         for job in jobs:
             choices = tuple(o for o in job if not _is_value(o, groups))
             try:
                 if choices not in bases:
-                    bases[choices] = compose(config_name="train", overrides=list(choices))
+                    bases[choices] = with_choices(compose(config_name="train", overrides=list(choices),
+                                                          return_hydra_config=True))
                 cfg = copy.deepcopy(bases[choices])
                 for o in parser.parse_overrides([o for o in job if _is_value(o, groups)]):
                     OmegaConf.update(cfg, o.get_key_element(), o.value(), merge=False)
             except (HydraException, OmegaConfBaseException) as exc:
                 raise _one_line(exc) from exc
+            normalize(cfg)
             validate(cfg, groups=checked)
             composed.append(cfg)
     return composed
 
 
+def normalize(cfg: DictConfig) -> None:
+    """Numbers as each component's and schema's signature types them (see :func:`overfit.training.parts.normalize`)."""
+    from overfit.config import SCHEMAS
+    from overfit.training.parts import GROUPS, normalize
+
+    for group in GROUPS:
+        if isinstance(cfg.get(group), DictConfig):
+            normalize(group, cfg[group])
+    for group, schema in SCHEMAS.items():
+        if isinstance(cfg.get(group), DictConfig):
+            normalize(group, cfg[group], schema)
+
+
 def writable_dir(overrides: list[str], key: str, default: Path) -> Path:
-    """The folder ``key`` (``hydra.run.dir`` / ``hydra.sweep.dir``) names, or ``default``, made now: one
-    that cannot be created is bad input, found before any run exists."""
+    """The folder ``key`` (``hydra.run.dir`` / ``hydra.sweep.dir``) names, or ``default``: one that could not be
+    created is bad input, found before any run exists (nothing is created here)."""
+    import tempfile
+
     given = next((a.split("=", 1)[1] for a in overrides if a.startswith(f"{key}=")), None)
     folder = paths.resolve(given) if given else default
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:  # a folder made and removed at once is the only sure test (root may not write /proc)
+        Path(tempfile.mkdtemp(dir=existing, prefix=".overfit-")).rmdir()
     except OSError as exc:
-        raise ConfigError(key, f"cannot create {folder}: {exc.strerror or exc}", "a folder this user can write") from exc
+        problem = f"cannot create {folder} ({existing}: {exc.strerror or exc})"
+        raise ConfigError(key, problem, "a folder this user can write") from exc
     return folder

@@ -29,3 +29,7 @@ class Diverged(FloatingPointError):
         super().__init__(f"training objective {value:.3g} at epoch {epoch}")
         self.value = value
         self.epoch = epoch
+
+
+class Alone(Exception):
+    """A component that cannot train batched with others: its message says why."""

@@ -42,6 +42,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLaunche
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from overfit.cluster import slurm
+from overfit.cluster.schema import gpus, signal_delay
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,8 @@ class _Point:
         from overfit.tracking import runs
 
         cfg = self.cfg
-        tags = {**runs.Key.of(cfg).tags, "overrides": " ".join(self.overrides), "dataset": cfg.dataset.name,
-                "model": cfg.model.name, "loss": cfg.loss.name, runs.TAG_CHECKPOINT: str(self.directory / "checkpoints")}
+        tags = {**runs.Key.of(cfg).tags, **runs.component_tags(cfg), "overrides": " ".join(self.overrides),
+                runs.TAG_CHECKPOINT: str(self.directory / "checkpoints")}
         run_id = runs.create(store, store.experiment(cfg.experiment_name), "point", self.name, tags, parent=parent)
         runs.log_config(store, run_id, cfg, self.overrides)
         return run_id
@@ -129,11 +130,9 @@ class SlurmLauncher(SubmititSlurmLauncher):
     def __call__(self, sweep_overrides: list[str], job_dir_key: str, job_num: int, job_id: str,
                  singleton_state: dict[type, Singleton]) -> JobReturn:
         """One job: its point(s) run; one that did not finish fails the job, after its run is recorded."""
-        from overfit.config import register as register_config
         from overfit.interrupts import REQUEUE_SIGNALS, Interrupted
 
-        register_config()
-        timer = _job_signals(float(self.params.get("signal_delay_s", 30)))
+        timer = _job_signals(float(self._signal_delay()))
         try:
             ret = super().__call__(sweep_overrides, job_dir_key, job_num, job_id, singleton_state)
         except Interrupted as exc:  # a group of points stops at once (no checkpoint): requeued all the same
@@ -160,6 +159,9 @@ class SlurmLauncher(SubmititSlurmLauncher):
 
         assert self.config is not None
         params = copy.deepcopy(self.params)
+        params["signal_delay_s"] = self._signal_delay()
+        if params.get("gpus_per_node") is None:  # the trainer's wish, not the submitting host's hardware
+            params["gpus_per_node"] = gpus(self.config.trainer.accelerator)
         begin = params.pop("begin", None)
         params.pop("driver_timeout_min", None)
         extra = {**(params.pop("additional_parameters", None) or {})}
@@ -189,13 +191,19 @@ class SlurmLauncher(SubmititSlurmLauncher):
         self._set_state("finished")
         return returns
 
+    def _signal_delay(self) -> int:
+        """``signal_delay_s``, or (null) a quarter of the time limit, 10-120 s."""
+        given = self.params.get("signal_delay_s")
+        return int(given) if given is not None else signal_delay(self.params.get("timeout_min", 60))
+
     # --- the parent run -------------------------------------------------------------------------------------
     def _parent(self) -> tuple[Any, str] | None:
-        """The sweep's store and parent run id (None when launched outside ``overfit train -m``)."""
+        """The sweep's store and parent run id, from its directory's record (None outside an overfit sweep)."""
+        from overfit.sweeping import record
         from overfit.tracking.store import store_for
 
         assert self.config is not None
-        parent = self.config.sweep.get("parent_run_id")
+        parent = record.parent_of(Path(str(self.config.hydra.sweep.dir)))
         return (store_for(self.config.tracking.uri), parent) if parent else None
 
     def _record(self, array: str, sweep_dir: Path, begin: str | None) -> None:

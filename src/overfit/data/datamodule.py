@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import lightning as L
 import torch
 
-from overfit.data.datasets import Splits
+from overfit.data.base import Splits
 
 
 class TensorBatches:

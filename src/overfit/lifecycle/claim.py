@@ -249,8 +249,7 @@ class Claimer:
         """A new RUNNING run for the target (the announcement); its params come once it is kept."""
         cfg = target.cfg
         checkpoints = target.checkpoints or target.job_dir / CHECKPOINTS / uuid.uuid4().hex[:12]  # never another's
-        tags = {**target.key.tags, "overrides": " ".join(target.overrides), "dataset": str(cfg.dataset.get("name", "")),
-                "model": str(cfg.model.get("name", "")), "loss": str(cfg.loss.get("name", "")),
+        tags = {**target.key.tags, **runs.component_tags(cfg), "overrides": " ".join(target.overrides),
                 runs.TAG_CHECKPOINT: str(checkpoints)}
         return runs.create(self.store, self.experiment_id, "point", target.name, tags, parent=self.parent)
 

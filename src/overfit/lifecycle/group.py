@@ -40,7 +40,7 @@ from overfit.tracking.writer import MetricWriter, Point
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from overfit.data.datasets import Splits
+    from overfit.data.base import Splits
     from overfit.training.vectorized import GroupResult
 
 GROUP_FILE = "group.json"
@@ -281,13 +281,13 @@ class _Pictures:
         self.canvases: dict[int, Any] = {}
 
     def render(self, point: GroupResult, data: Splits, title: str) -> tuple[str, np.ndarray] | None:
-        from overfit.data.datasets import true_function
         from overfit.lifecycle.pictures import picture, pixels
         from overfit.tracking.plots import FitCanvas
+        from overfit.training.parts import build
 
         if data.task == "regression" and data.input_dim == 1 and data.target_dim == 1:
             if id(data) not in self.canvases:
-                self.canvases[id(data)] = FitCanvas(data, true_function(point.cfg.dataset))
+                self.canvases[id(data)] = FitCanvas(data, build(point.cfg).dataset.true_function())
             return "fit", self.canvases[id(data)].pixels(point.learner.net, title)
         shown = picture(point.learner, data, title)
         return None if shown is None else (shown[0], pixels(shown[1]))

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from torch import Tensor
 
-    from overfit.data.datasets import Splits
+    from overfit.data.base import Splits
     from overfit.training.module import Learner
 
 

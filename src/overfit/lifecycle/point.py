@@ -92,7 +92,10 @@ def run_point(cfg: DictConfig, overrides: list[str], job_dir: Path, name: str | 
     """
     from overfit.training.fit import fit
 
+    from overfit.training.trainer import check_machine
+
     validate(cfg)
+    check_machine(cfg.trainer)  # where the work runs: a job on a GPU node, not the login node that submitted it
     name = name or runs.point_name(overrides)
     if _rank() > 0:  # another device's process of a multi-device run: rank 0 records it
         with Signals() as signals:
@@ -135,8 +138,8 @@ def run_point(cfg: DictConfig, overrides: list[str], job_dir: Path, name: str | 
 def _train(store: Store, cfg: DictConfig, checkpoints: Path, run_id: str, logged: dict[str, int], signals: Signals,
            name: str) -> dict[str, float]:
     """Fit into the run: per-epoch metrics as it trains, then the test metrics and the picture."""
-    from overfit.data.datasets import true_function
     from overfit.lifecycle.pictures import log_pixels, picture, pixels
+    from overfit.training.parts import build
     from overfit.tracking.logger import RunLogger
     from overfit.tracking.writer import MetricWriter
     from overfit.training.fit import fit
@@ -164,7 +167,7 @@ def _train(store: Store, cfg: DictConfig, checkpoints: Path, run_id: str, logged
     finally:
         writer.close()
     shown = picture(fitted.learner, fitted.splits, f"{name} · test error {final['test/error']:.4g}",
-                    true_function(cfg.dataset))
+                    build(cfg).dataset.true_function())
     if shown is not None:
         log_pixels(store, run_id, shown[0], pixels(shown[1]), cfg.trainer.max_epochs)
     return final

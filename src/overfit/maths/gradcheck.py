@@ -9,10 +9,10 @@ gradient is not defined and finite differences would straddle the kink.
 from __future__ import annotations
 
 import argparse
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from types import SimpleNamespace
 
 import torch
 from rich.console import Console
@@ -88,17 +88,18 @@ def _away_from_zero(shape: tuple[int, ...], gen: torch.Generator, dtype: torch.d
     return sign * magnitude
 
 
-def _loss_inputs(name: str, output: str, gen: torch.Generator, dtype: torch.dtype) -> tuple[str, Tensor, Tensor]:
+def _loss_inputs(cls: type[losses.Loss], output: str, gen: torch.Generator,
+                 dtype: torch.dtype) -> tuple[str, Tensor, Tensor]:
     """(task, scores, target) for one loss × output, clear of the loss's kinks."""
     labels = torch.randint(0, C, (N,), generator=gen)
-    if name in ("mse", "l1") and output == "identity":
+    if "regression" in cls.tasks and output == "identity":
         target = torch.randn(N, 2, generator=gen, dtype=dtype)
         return "regression", target + _away_from_zero((N, 2), gen, dtype), target
-    if name == "hinge":
+    if cls is losses.Hinge:
         y = torch.randint(0, 2, (N,), generator=gen)
         margin = _away_from_zero((N,), gen, dtype)  # 1 − y·s = margin
         return "classification", ((y * 2 - 1).to(dtype) * (1 - margin)).reshape(N, 1), y
-    if name == "multiclass_hinge":
+    if cls is losses.MulticlassHinge:
         scores = _away_from_zero((N, C), gen, dtype) - 1  # s_j − s_y + 1 = the random part
         scores = scores.scatter(1, labels[:, None], 0.0)
         return "classification", scores + torch.randn(N, 1, generator=gen, dtype=dtype), labels
@@ -108,13 +109,14 @@ def _loss_inputs(name: str, output: str, gen: torch.Generator, dtype: torch.dtyp
 
 def _loss_rows(gen: torch.Generator, dtype: torch.dtype) -> list[Row]:
     rows = []
-    for name in losses.LOSSES:
-        for output in losses.SUPPORTED_OUTPUTS[name]:
-            task, scores, target = _loss_inputs(name, output, gen, dtype)
-            analytic = losses.Loss(name, output, "analytic", task)
-            reference = losses.Loss(name, output, "autograd", task)
+    for cls in losses.SHIPPED:
+        for output in cls.outputs:
+            task, scores, target = _loss_inputs(cls, output, gen, dtype)
+            classes = 2 if cls is losses.Hinge else C
+            analytic = cls(output, "analytic").fit(task, classes)
+            reference = cls(output, "autograd").fit(task, classes)
             grads = _autograd(partial(analytic, target=target), [scores])
-            rows.append(_row(f"{name} · {output}", grads, partial(reference, target=target), [scores]))
+            rows.append(_row(f"{analytic.name} · {output}", grads, partial(reference, target=target), [scores]))
     return rows
 
 
@@ -154,13 +156,23 @@ def _penalty(reg: regularizers.Regularizer, *weights: Tensor) -> Tensor:
     return reg.penalty(weights)
 
 
+REGULARIZER_KNOBS = {"strength": 0.3, "beta": 0.7, "c": 1.0}  # each regularizer takes those its __init__ names
+
+
+def _shipped_regularizer(shipped: type | regularizers.Regularizer) -> regularizers.Regularizer:
+    """An instance of a shipped regularizer (a class is built with the knobs it takes)."""
+    if not isinstance(shipped, type):
+        return shipped
+    takes = inspect.signature(shipped).parameters
+    return shipped(**{k: v for k, v in REGULARIZER_KNOBS.items() if k in takes})
+
+
 def _regularizer_rows(gen: torch.Generator, dtype: torch.dtype) -> list[Row]:
     rows = []
     weights = [_away_from_zero((2, 3), gen, dtype), _away_from_zero((3, 4), gen, dtype)]
-    for name in regularizers.REGULARIZERS:
-        cfg = SimpleNamespace(name=name, strength=0.3, beta=0.7, c=1.0)
-        reg = regularizers.build_regularizer(cfg)
-        rows.append(_row(f"regularizer {name}", reg.grad(weights), partial(_penalty, reg), weights))
+    for shipped in regularizers.SHIPPED:
+        reg = _shipped_regularizer(shipped)
+        rows.append(_row(f"regularizer {type(reg).__name__}", reg.grad(weights), partial(_penalty, reg), weights))
     return rows
 
 

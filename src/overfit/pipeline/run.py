@@ -3,7 +3,7 @@
 The pipeline run is created through :func:`overfit.tracking.runs.create` (kind
 ``pipeline``), named after the study, its description the study's description,
 the file as an artifact. Each sweep, search and evaluate stage is one
-:func:`overfit.multirun.sweep` nested beneath it and named ``"<stage>: <what>"``; its
+:func:`overfit.app.sweep` nested beneath it and named ``"<stage>: <what>"``; its
 points reuse finished runs with the same reuse key. A select stage picks with
 :func:`overfit.tracking.points.best`, the one rule for "the best point". The
 result's metrics sit on the pipeline run under their plain names (``test/error``,
@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from overfit import multirun, paths
+from overfit import app, paths
 from overfit.errors import ConfigError
 from overfit.interrupts import Interrupted, Signals
 from overfit.pipeline import graph
@@ -28,6 +28,7 @@ from overfit.pipeline import report as pipeline_report
 from overfit.pipeline.plan import Job, Planner, point_key, prepare
 from overfit.pipeline.results import Evaluation, Result, Selection, SweepResult, point_label
 from overfit.pipeline.spec import TAG, Pipeline, Stage
+from overfit.sweeping.driver import launcher_config
 from overfit.tracking import runs, ui
 from overfit.tracking.points import SPLITS, Point, best
 from overfit.tracking.store import Store, StoreError, store_for
@@ -57,7 +58,7 @@ class Runner:
         _, axes = self.planner.stage_overrides(stage, chosen)
         keys = [point_key(a.key) for a in axes]
         order = {} if stage.kind == "search" else {k: [v.strip("'") for v in a.values] for k, a in zip(keys, axes)}
-        outcome = multirun.sweep(self.planner.task_args(stage, chosen), nest_under=self.run_id, name=f"{stage.name}: {what}",
+        outcome = app.sweep(self.planner.task_args(stage, chosen), nest_under=self.run_id, name=f"{stage.name}: {what}",
                             label=f"stage {index}/{count} '{stage.name}': ")
         result = SweepResult(stage, outcome.parent_run_id, keys, outcome.points, jobs, time.monotonic() - start, order)
         trained = sum(not p.reused for p in result.points)
@@ -198,7 +199,7 @@ def run(name: str, args: list[str], detach: bool = False, begin: str | None = No
             if stage.name in static:
                 store.call("log_text", run_id, "\n".join(planner.task_args(stage, {})) + "\n", f"plan/{stage.name}.txt")
         directory = paths.project_root() / "multirun" / time.strftime("%Y-%m-%d/%H-%M-%S") / f"pipeline-{run_id[:8]}"
-        job, log = driver.schedule(store, run_id, ["pipeline", "run", name, *args], multirun.launcher_config(args),
+        job, log = driver.schedule(store, run_id, ["pipeline", "run", name, *args], launcher_config(args),
                                    directory, begin, "pipeline")
         return 0 if detach else driver.follow(job, log)
     runner = Runner(pipeline, planner, store, run_id)

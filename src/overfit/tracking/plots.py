@@ -19,7 +19,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from overfit.data.datasets import Splits
+from overfit.data.base import Splits
 from overfit.tracking.curves import SPLIT_STYLE
 
 TRUTH_LABEL = "true function"

@@ -55,12 +55,20 @@ class Point:
         return self.metrics.get(key, math.nan) if self.finished else math.nan
 
 
+def _value(run: Run, key: str) -> str:
+    """A point's value of a swept key: its param, or for a swept group (``model.name``) the option it ran."""
+    if key in run.data.params:
+        return run.data.params[key]
+    group = key.removesuffix(".name")
+    return run.data.tags.get(group, "?") if group != key else "?"
+
+
 def point_of(run: Run, keys: list[str], reused: bool = False) -> Point:
     tags = run.data.tags
     return Point(
         run_id=run.info.run_id,
         name=tags.get(TAG_NAME, run.info.run_id[:8]),
-        values={k: run.data.params.get(k, "?") for k in keys},
+        values={k: _value(run, k) for k in keys},
         status=run.info.status,
         failure=tags.get(TAG_FAILURE, ""),
         reason=tags.get(TAG_REASON, ""),

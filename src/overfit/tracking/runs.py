@@ -93,6 +93,15 @@ class Key:
         return f"tags.`{TAG_HASH}` = '{self.config_hash}' and tags.`{TAG_CODE}` = '{self.code}'"
 
 
+COMPONENTS = ("dataset", "features", "model", "loss", "regularizer", "optimizer")  # tagged with their option
+
+
+def component_tags(cfg: DictConfig) -> dict[str, str]:
+    """Each component group's option (``model: mlp``), or its callable's name for a YAML nobody chose by name."""
+    chosen = cfg.sweep.get("choices") or {}
+    return {g: str(chosen.get(g) or str(cfg[g].get("_target_", "?")).rsplit(".", 1)[-1]) for g in COMPONENTS}
+
+
 def point_name(overrides: list[str], keys: list[str] | None = None) -> str:
     """A run's name from the overrides that tell it apart: ``features.order=3``, ``λ=0.1 lr=0.01``.
 

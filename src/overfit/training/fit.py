@@ -21,7 +21,7 @@ from overfit.interrupts import Signals
 if TYPE_CHECKING:
     from lightning.pytorch.loggers import Logger
 
-    from overfit.data.datasets import Splits
+    from overfit.data.base import Splits
     from overfit.training.module import Learner
 
 warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
@@ -84,15 +84,16 @@ def fit(cfg: DictConfig, checkpoints: Path, logger: Logger | None = None, signal
         import lightning as L
         import torch
 
-        from overfit.data import datasets
         from overfit.data.datamodule import TensorDataModule
         from overfit.training.module import build_learner
+        from overfit.training.parts import build
         from overfit.training.resume import CHECKPOINT, Resume
         from overfit.training.trainer import build_trainer
 
+    parts = build(cfg)
     L.seed_everything(cfg.seed, verbose=False)
-    splits = datasets.load(cfg.dataset, cfg.seed)
-    learner = build_learner(cfg, splits)
+    splits = parts.dataset.load(cfg.seed)
+    learner = build_learner(parts, cfg, splits)
     if str(cfg.trainer.precision) == "64-true":  # Lightning restores a checkpoint before converting: float64 throughout
         learner, splits = learner.double(), splits.floating(torch.float64)
     resume = Resume(checkpoints, signals, logger, cfg.trainer.checkpoint_every_n_epochs,

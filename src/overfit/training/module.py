@@ -26,13 +26,13 @@ from lightning.pytorch.core.optimizer import LightningOptimizer
 from omegaconf import DictConfig
 from torch import nn
 
-from overfit.data.datasets import Splits
+from overfit.data.base import Splits
 from overfit.errors import Diverged
-from overfit.maths import features, losses, regularizers
 from overfit.maths.losses import Loss
 from overfit.maths.regularizers import Regularizer
-from overfit.training.models import Standardize, build_model, weight_matrices
-from overfit.training.optimizers import build_optimizer
+from overfit.training.networks import weight_matrices
+from overfit.training.optimizers import Optimizer
+from overfit.training.parts import Parts
 
 ENCODED_BYTES = 2**28  # encoded training, validation and test inputs kept on the device up to 256 MB
 EVAL_ELEMENTS = 2**24  # activations per evaluation chunk (64 MB in float32)
@@ -43,7 +43,7 @@ class Learner(L.LightningModule):
     """Minimise (1/N)·Σ L_i + λ·R(W) over the network's parameters."""
 
     def __init__(
-        self, net: nn.Module, loss: Loss, regularizer: Regularizer, optimizer: DictConfig, eval_every_n_epochs: int = 1
+        self, net: nn.Module, loss: Loss, regularizer: Regularizer, optimizer: Optimizer, eval_every_n_epochs: int = 1
     ) -> None:
         super().__init__()
         self.net = net
@@ -51,7 +51,7 @@ class Learner(L.LightningModule):
         self.mode_dependent = any(isinstance(m, (nn.Dropout, nn.BatchNorm1d)) for m in net.modules())
         self.loss = loss
         self.regularizer = regularizer
-        self.optimizer_cfg = optimizer
+        self.optimizer_spec = optimizer
         self.eval_every_n_epochs = eval_every_n_epochs
         self.classification = loss.task == "classification"
         self.first_objective: float | None = None  # the training objective at the first evaluated epoch
@@ -118,7 +118,7 @@ class Learner(L.LightningModule):
         self.regularizer.project_(self._weights)  # max-norm: a projection, not a penalty
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return build_optimizer(self.optimizer_cfg, self.parameters())
+        return self.optimizer_spec.build(self.parameters())
 
     # --- evaluation: [mean loss, mean error] per split, on the device; one host read per epoch ----------
     def _loss_and_error(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -178,23 +178,19 @@ class Learner(L.LightningModule):
         self.test_metrics = self._named("test", *self._evaluate(*batch).tolist())
 
 
-def build_learner(cfg: DictConfig, splits: Splits) -> Learner:
-    """standardise → features → model, with the loss, regularizer and optimizer."""
-    loss = losses.build_loss(cfg.loss, splits.task, splits.num_classes)
-    analytic = cfg.loss.gradient == "analytic"
+def build_learner(parts: Parts, cfg: DictConfig, splits: Splits) -> Learner:
+    """standardise → features → model, with the loss, regularizer and optimizer of ``parts``."""
+    from overfit.training.networks import Standardize
+
+    loss = parts.loss.fit(splits.task, splits.num_classes)
     stages: list[torch.nn.Module] = []
     x = splits.x_train
-    if cfg.dataset.standardize:
+    if parts.dataset.standardize:
         stages.append(Standardize(x))
         x = stages[-1](x)
-    feature_map = features.build_features(cfg.features, x)
+    feature_map = parts.features.build(x)
     stages.append(feature_map)
     out = loss.output_dim(splits.task, splits.num_classes, splits.target_dim)
-    stages.append(build_model(cfg.model, feature_map.out_features, out, analytic=analytic))
-    return Learner(
-        torch.nn.Sequential(*stages),
-        loss,
-        regularizers.build_regularizer(cfg.regularizer),
-        cfg.optimizer,
-        cfg.trainer.eval_every_n_epochs,
-    )
+    stages.append(parts.model.build(feature_map.out_features, out, analytic=loss.gradient == "analytic"))
+    return Learner(torch.nn.Sequential(*stages), loss, parts.regularizer, parts.optimizer,
+                   cfg.trainer.eval_every_n_epochs)

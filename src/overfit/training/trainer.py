@@ -49,7 +49,7 @@ def build_trainer(cfg: DictConfig, logger: Logger | bool, output_dir: Path, call
 
 
 def check(cfg: DictConfig) -> None:
-    """Reject trainer settings Lightning would refuse, or that this machine cannot run, before any run exists."""
+    """Reject trainer settings Lightning would refuse, before any run exists (on any machine: see check_machine)."""
     if cfg.accelerator not in ACCELERATORS:
         raise ConfigError("trainer.accelerator", f"unknown accelerator {cfg.accelerator!r}", ", ".join(ACCELERATORS))
     if str(cfg.precision) not in PRECISIONS:
@@ -67,6 +67,11 @@ def check(cfg: DictConfig) -> None:
             raise ConfigError("trainer.devices", f"got {devices}", DEVICES)
     elif devices != "auto" and (type(devices) is not int or devices < 1):
         raise ConfigError("trainer.devices", f"got {devices!r}", DEVICES)
+
+
+def check_machine(cfg: DictConfig) -> None:
+    """What this machine can run: checked in the job, where the work runs (a login node needs no GPU)."""
+    devices = list(cfg.devices) if isinstance(cfg.devices, ListConfig) else cfg.devices
     kind, count = _machine(cfg.accelerator)
     if isinstance(devices, list) and kind == "cpu":
         raise ConfigError("trainer.devices", f"got {devices} on the CPU", f"a number of processes, 1..{count}, or auto")

@@ -28,12 +28,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from overfit.data import datasets
-from overfit.data.datasets import Splits
-from overfit.maths import activations, losses
-from overfit.training.batched_optim import BatchedAdam, BatchedOptimizer, BatchedSGD
-from overfit.training.module import DIVERGENCE_GROWTH, EVAL_ELEMENTS, Diverged, Learner
-from overfit.training.module import build_learner
+from overfit.data.base import Splits
+from overfit.training.batched_optim import BatchedOptimizer
+from overfit.training.module import DIVERGENCE_GROWTH, EVAL_ELEMENTS, Diverged, Learner, build_learner
+from overfit.training.parts import build
+from overfit.training.planning import group_key
 from overfit.training.trainer import build_trainer
 
 if TYPE_CHECKING:
@@ -41,57 +40,11 @@ if TYPE_CHECKING:
 
 EpochCallback = Callable[[int, dict[str, Tensor], Tensor], None]
 _SPLITS = ("train", "val", "test")
-# One Trainer drives the group: these must agree.
-_SHARED_TRAINER = ("max_epochs", "eval_every_n_epochs", "precision", "accelerator", "devices", "deterministic")
 
 
-# --- which points can train together ----------------------------------------------
 def _plain(node: DictConfig) -> str:
     """A config node as a hashable key (to_yaml costs ten times as much)."""
     return str(OmegaConf.to_container(node, resolve=True))
-
-
-def _key_or_reason(cfg: DictConfig) -> tuple | str:
-    """What must be equal for points to share one batched model, or why this one cannot."""
-    model, loss, reg, opt, trainer = (
-        OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "loss", "regularizer", "optimizer", "trainer")
-    )
-    if opt["name"] == "lbfgs":
-        return "L-BFGS: its line search steps one objective, not M"
-    if model.get("batch_norm"):
-        return "batch norm: its statistics would mix the points"
-    if model.get("dropout"):
-        return "dropout: its masks come from the global random stream"
-    return (
-        tuple((k, str(v)) for k, v in model.items()),  # linear, or the same hidden sizes and activation
-        cfg.dataset.name,
-        cfg.features.name,
-        (loss["name"], loss.get("output"), loss.get("gradient")),
-        (reg["name"], reg.get("beta"), reg.get("c")),
-        (opt["name"], opt["batch_size"]),
-        tuple(str(trainer[k]) for k in _SHARED_TRAINER),
-    )
-
-
-def group_key(cfg: DictConfig) -> tuple | None:
-    """Points with equal keys can train as one batched model; None: this point trains alone."""
-    key = _key_or_reason(cfg)
-    return key if isinstance(key, tuple) else None
-
-
-def plan_groups(cfgs: list[DictConfig]) -> tuple[list[list[int]], list[tuple[int, str]]]:
-    """(groups of indices that train together, [(index, why it trains alone)]), in input order."""
-    by_key: dict[tuple, list[int]] = {}
-    alone: list[tuple[int, str]] = []
-    for i, cfg in enumerate(cfgs):
-        key = _key_or_reason(cfg)
-        if isinstance(key, str):
-            alone.append((i, key))
-        else:
-            by_key.setdefault(key, []).append(i)
-    groups = [g for g in by_key.values() if len(g) > 1]
-    alone += [(g[0], "nothing to batch with") for g in by_key.values() if len(g) == 1]
-    return groups, sorted(alone)
 
 
 # --- the batches: each model's own permutation stream -----------------------------
@@ -147,6 +100,7 @@ class VectorizedLearner(L.LightningModule):
         template = learners[0]
         self.cfgs, self.on_epoch = cfgs, on_epoch
         self.loss, self.regularizer = template.loss, template.regularizer
+        self.learners_optimizers = [lrn.optimizer_spec for lrn in learners]
         self.classification = template.classification
         self.eval_every_n_epochs = template.eval_every_n_epochs
         strength = torch.tensor([lrn.regularizer.strength for lrn in learners], dtype=torch.float64)
@@ -188,10 +142,7 @@ class VectorizedLearner(L.LightningModule):
 
     def _one_loss(self) -> Callable[[Tensor, Tensor], Tensor]:
         """L of one example: the point's Loss on a batch of one (an analytic backward is autograd's here)."""
-        loss = self.loss
-        if loss.gradient == "analytic":  # the same forward; autograd gives the same gradient
-            return lambda s, y: losses.apply(loss.name, activations.apply(loss.output, s[None], False), y[None], False)
-        return lambda s, y: loss(s[None], y[None])
+        return self.loss.example
 
     # --- data on the device, features computed once -----------------------------------
     def on_fit_start(self) -> None:
@@ -211,13 +162,14 @@ class VectorizedLearner(L.LightningModule):
 
     def train_dataloader(self) -> _Schedule:
         n = self.n["train"].tolist()
-        width = min(self.cfgs[0].optimizer.batch_size or max(n), max(n))
+        batch_size = self.learners_optimizers[0].batch_size
+        width = min(batch_size or max(n), max(n))
         for m, k in enumerate(n):
             if k > width and m not in self.generators:  # seeded like the single run's stream
                 self.generators[m] = torch.Generator(self.device).manual_seed(self.cfgs[m].seed)
                 if m in self._generator_states:
                     self.generators[m].set_state(self._generator_states[m])
-        return _Schedule(n, self.cfgs[0].optimizer.batch_size, self.generators, self.device)
+        return _Schedule(n, batch_size, self.generators, self.device)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["overfit_group"] = {
@@ -234,14 +186,10 @@ class VectorizedLearner(L.LightningModule):
         self._generator_states = dict(state["generators"])
 
     def configure_optimizers(self) -> BatchedOptimizer:
-        def per_point(key: str) -> Tensor:
-            return torch.tensor([c.optimizer[key] for c in self.cfgs], dtype=torch.float64, device=self.device)
-
+        """Every point's own optimizer knobs in one batched update (the component's batched form)."""
         self.active = torch.zeros(len(self.cfgs), dtype=torch.bool, device=self.device)
-        name, params = self.cfgs[0].optimizer.name, self.parameters()
-        if name == "adam":
-            return BatchedAdam(params, self.active, per_point("lr"), per_point("beta1"), per_point("beta2"))
-        return BatchedSGD(params, self.active, per_point("lr"), per_point("momentum") if name == "momentum" else None)
+        optimizers = self.learners_optimizers
+        return optimizers[0].batched(self.parameters(), self.active, optimizers)
 
     # --- the maths -----------------------------------------------------------------------
     def forward(self, phi: Tensor) -> Tensor:
@@ -276,7 +224,7 @@ class VectorizedLearner(L.LightningModule):
 
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)
-        if self.regularizer.name == "max_norm":  # a projection per row of every model, where it stepped
+        if self.regularizer.projects:  # a constraint (max-norm): a projection per row of every model, where it stepped
             with torch.no_grad():
                 for w in self.weights:
                     projected = w.detach().clone()
@@ -400,7 +348,7 @@ def load_splits(cfgs: list[DictConfig]) -> list[Splits]:
     loaded: dict[tuple[str, int], Splits] = {}
     for key, c in zip(keys, cfgs):
         if key not in loaded:
-            loaded[key] = datasets.load(c.dataset, c.seed)
+            loaded[key] = build(c).dataset.load(c.seed)
     return [loaded[key] for key in keys]
 
 
@@ -430,14 +378,14 @@ def train_group(
     """
     keys = {group_key(c) for c in cfgs}
     if None in keys or len(keys) != 1:
-        raise ValueError("train_group needs points of one group: see plan_groups")
+        raise ValueError("train_group needs points of one group: see overfit.training.planning.plan_groups")
     splits = splits_per_model if splits_per_model is not None else load_splits(cfgs)
     learners = []
     with torch.random.fork_rng(devices=[]):
         for cfg, data in zip(cfgs, splits, strict=True):
             # The single run's initial weights: seed_everything's seed of the CPU generator they come from.
             torch.default_generator.manual_seed(cfg.seed)
-            learners.append(build_learner(cfg, data))
+            learners.append(build_learner(build(cfg), cfg, data))
     module = VectorizedLearner(cfgs, learners, splits, on_epoch)
     module.members = list(members or [])
     trainer = build_trainer(_trainer_config(cfgs[0], device), False, output_dir or Path.cwd(), callbacks or [])

@@ -1,0 +1,1 @@
+"""overfit's studies, shipped as the package ``overfit.studies``: ``overfit pipeline run polynomial_order``."""
