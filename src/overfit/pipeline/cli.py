@@ -15,6 +15,7 @@ def main(argv: list[str]) -> int:
         p.add_argument("file", help="a pipeline file, or a study name in pipelines/")
         p.add_argument("overrides", nargs="*", help="Hydra overrides for every job, e.g. hydra/launcher=joblib "
                        "(the command line may also set tracking.*, dataset.root, dataset.download)")
+        p.add_argument("--config-dir", help="a folder of your own options (<group>/<option>.yaml), as for overfit train")
         if command == "run":
             p.add_argument("--detach", action="store_true", help="submit to SLURM and return: a driver job runs "
                            "the stages (follow it with overfit sweep status RUN_ID)")
@@ -29,7 +30,7 @@ def main(argv: list[str]) -> int:
     if args.command == "run":  # the runner imports the training stack; show and list never do
         from overfit.pipeline import run
 
-        return run.run(args.file, args.overrides, args.detach, args.begin, args.scheduled_run)
+        return run.run(args.file, args.overrides, args.detach, args.begin, args.scheduled_run, args.config_dir)
     from overfit.pipeline import show
 
-    return show.list_pipelines() if args.command == "list" else show.show(args.file, args.overrides)
+    return show.list_pipelines() if args.command == "list" else show.show(args.file, args.overrides, args.config_dir)

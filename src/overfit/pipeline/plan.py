@@ -218,8 +218,9 @@ class Planner:
         return out
 
 
-def prepare(name: str, args: list[str]) -> tuple[Pipeline, Planner, dict[str, list[Job]]]:
+def prepare(name: str, args: list[str], config_dir: str | None = None) -> tuple[Pipeline, Planner,
+                                                                             dict[str, list[Job]]]:
     """Load the file, order its stages, compose every job: everything a run checks before it starts."""
     pipeline = graph.order(load(name))
-    planner = Planner(pipeline, cli_overrides(args))
+    planner = Planner(pipeline, cli_overrides(args, config_dir))
     return pipeline, planner, planner.validate()

@@ -168,7 +168,7 @@ def ending(exc: BaseException) -> tuple[str, str]:
 
 
 def run(name: str, args: list[str], detach: bool = False, begin: str | None = None,
-        scheduled: str | None = None) -> int:
+        scheduled: str | None = None, config_dir: str | None = None) -> int:
     """Validate everything, then run the stages; prints the report path and the MLflow UI command.
 
     ``detach`` (or a ``begin`` time): the pipeline run is created SCHEDULED and a SLURM driver job runs the
@@ -180,7 +180,7 @@ def run(name: str, args: list[str], detach: bool = False, begin: str | None = No
     start = time.monotonic()
     if detach or begin:
         args = driver.slurm_args(args, None, "--detach" if detach else "--begin")
-    pipeline, planner, static = prepare(name, args)
+    pipeline, planner, static = prepare(name, args, config_dir)
     cfg = planner.any_job().cfg
     print(f"[overfit] pipeline {pipeline.name!r} ({pipeline.shown}): {len(pipeline.stages)} stages, every job "
           f"validated in {time.monotonic() - start:.1f} s", flush=True)
@@ -199,7 +199,8 @@ def run(name: str, args: list[str], detach: bool = False, begin: str | None = No
             if stage.name in static:
                 store.call("log_text", run_id, "\n".join(planner.task_args(stage, {})) + "\n", f"plan/{stage.name}.txt")
         directory = paths.project_root() / "multirun" / time.strftime("%Y-%m-%d/%H-%M-%S") / f"pipeline-{run_id[:8]}"
-        job, log = driver.schedule(store, run_id, ["pipeline", "run", name, *args], launcher_config(args),
+        own = ["--config-dir", str(Path(config_dir).resolve())] if config_dir else []
+        job, log = driver.schedule(store, run_id, ["pipeline", "run", name, *own, *args], launcher_config(args),
                                    directory, begin, "pipeline")
         return 0 if detach else driver.follow(job, log)
     runner = Runner(pipeline, planner, store, run_id)

@@ -84,9 +84,9 @@ def _would_select(lookup: Lookup, pool: list[Job], stage: Stage) -> Job | None:
     return None if chosen is None else jobs[points.index(chosen)]
 
 
-def show(name: str, args: list[str]) -> int:
+def show(name: str, args: list[str], config_dir: str | None = None) -> int:
     """Every job a run would launch, whether it is already finished, on which launcher. Runs nothing."""
-    pipeline, planner, static = prepare(name, args)
+    pipeline, planner, static = prepare(name, args, config_dir)
     lookup = Lookup(resolve_uri(planner.any_job().cfg.tracking.uri))
     stages = pipeline.ordered()
     chosen: dict[str, Job | None] = {}

@@ -319,9 +319,17 @@ def check_override(o: Override, from_file: bool = True) -> None:
             raise ConfigError(where, f"${{{body}}} is not a stage reference", "${stage.config.key}, e.g. ${best.features.order}")
 
 
-def cli_overrides(args: list[str]) -> list[Override]:
-    """The command line's overrides, on the same allow-list (tracking, data paths and downloads allowed)."""
+def cli_overrides(args: list[str], config_dir: str | None = None) -> list[Override]:
+    """The command line's overrides, on the same allow-list (tracking, data paths and downloads allowed).
+
+    ``config_dir``: a folder of the user's own options (``--config-dir``), added to Hydra's search path.
+    """
     out = []
+    if config_dir:
+        folder = Path(config_dir).expanduser().resolve()
+        if not folder.is_dir():
+            raise ConfigError("--config-dir", f"{folder} is not a folder", "a folder of <group>/<option>.yaml files")
+        out.append(Override(f"hydra.searchpath=[file://{folder}]", "command line", "--config-dir"))
     for i, a in enumerate(args):
         o = Override(a, "command line", f"overrides[{i}]")
         check_override(o, from_file=False)
@@ -476,8 +484,9 @@ def parse(text: str, shown: str, file: Path | None = None) -> Pipeline:
 
 # --- finding files -------------------------------------------------------------------------
 def pipeline_dirs() -> list[Path]:
-    """``pipelines/`` under the project root, then the checkout's own."""
-    dirs = [paths.project_root() / "pipelines", paths.config_dir().parent / "pipelines"]
+    """Where studies are found: ``pipelines/`` in the working directory, under the project root, then the
+    studies shipped with the package."""
+    dirs = [Path.cwd() / "pipelines", paths.project_root() / "pipelines", paths.studies_dir()]
     return [d for i, d in enumerate(dirs) if d.is_dir() and d.resolve() not in [x.resolve() for x in dirs[:i]]]
 
 

@@ -33,7 +33,8 @@ class SweepCallback(Callback):
 
         task_args = driver.task_only(list(config.hydra.overrides.task))
         try:
-            jobs = compose_jobs(task_args, multirun=True)  # an interval sweep contributes its two ends
+            searched = [o for o in config.hydra.overrides.hydra if o.startswith("hydra.searchpath=")]
+            jobs = compose_jobs([*task_args, *searched], multirun=True)  # an interval sweep: its two ends
         except Exception as exc:
             raise session.Stopped(exc) from exc
         launcher = config.hydra.runtime.choices.get("hydra/launcher", "basic")

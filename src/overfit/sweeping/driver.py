@@ -193,7 +193,8 @@ def prepare(config: DictConfig, task_args: list[str], session: Session) -> Prepa
     from overfit.compose import compose_jobs
     from overfit.lifecycle.plan import TAG_PLAN, plan_file, write_plan
 
-    jobs = compose_jobs(task_args, multirun=True, checked=False)  # finished runs first: they were valid
+    searched = [o for o in config.hydra.overrides.hydra if o.startswith("hydra.searchpath=")]
+    jobs = compose_jobs([*task_args, *searched], multirun=True, checked=False)  # finished runs first: they were valid
     launcher = config.hydra.runtime.choices.get("hydra/launcher", "basic")
     if launcher == "slurm":
         from overfit.cluster.detach import need_slurm

@@ -34,6 +34,8 @@ from overfit.training.optimizers import Optimizer
 GROUPS: dict[str, type] = {"dataset": Dataset, "features": Features, "model": Model, "loss": Loss,
                            "regularizer": Regularizer, "optimizer": Optimizer}
 HYDRA_KEYS = ("_target_", "_partial_", "_args_", "_convert_", "_recursive_")
+# Keys a group has whatever its callable takes: the trainer reads them (optimizer.batch_size: null = the full batch).
+GROUP_KEYS: dict[str, tuple[str, ...]] = {"optimizer": ("batch_size",)}
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,9 @@ def _built(group: str, text: str) -> Any:
     if not callable(target):
         raise ConfigError(f"{group}._target_", f"{name} is not callable", "a class or a function")
     knobs = {k: v for k, v in plain.items() if k not in HYDRA_KEYS}
-    check_signature(group, name, target, knobs)
+    params, _ = _parameters(target)
+    check_signature(group, name, target, {k: v for k, v in knobs.items()
+                                          if k not in GROUP_KEYS.get(group, ()) or k in params})
     base = GROUPS[group]
     try:
         made = instantiate(OmegaConf.create({**plain, "_target_": name}), _partial_=True)

@@ -109,7 +109,7 @@ class VectorizedLearner(L.LightningModule):
         slots: dict[tuple, int] = {}
         slot, firsts = [], []  # each point's slot, the first point of each slot
         for m, (cfg, data) in enumerate(zip(cfgs, splits)):
-            slot.append(slots.setdefault((id(data), cfg.dataset.standardize, _plain(cfg.features)), len(slots)))
+            slot.append(slots.setdefault((id(data), build(cfg).dataset.standardize, _plain(cfg.features)), len(slots)))
             if slot[-1] == len(firsts):
                 firsts.append(m)
         self.slot = torch.tensor(slot)
