@@ -121,12 +121,12 @@ def sweep_dir(parent: Any) -> Path:
 @pytest.mark.timeout(600)
 def test_a_sweep_on_slurm_is_one_parent_with_every_point_finished(slurm: Slurm, root: Path, store) -> None:
     """Attached, with a begin time: the command waits for the queue, as a user at a terminal would."""
-    from overfit.multirun import launcher_config
+    from overfit.cluster.schema import gpus, signal_delay
+    from overfit.sweeping.driver import launcher_config
 
-    short = launcher_config(["hydra/launcher=slurm", "trainer.accelerator=gpu", "hydra.launcher.timeout_min=1"])
-    assert short.gpus_per_node == 1 and short.signal_delay_s == 15  # a GPU when asked; a warning a 1-min job gets
+    assert gpus("gpu") == 1 and gpus("auto") is None and signal_delay(1) == 15  # a warning a 1-min job gets
     default = launcher_config(["hydra/launcher=slurm"])
-    assert default.gpus_per_node is None and default.signal_delay_s == 120 and default.max_num_timeout > 0
+    assert default.gpus_per_node is None and default.signal_delay_s is None and default.max_num_timeout > 0
     assert default.partition is None and default.account is None and default.cpus_per_task == 1
 
     code, out, err = run(root, "train", "-m", "features=polynomial", "features.order=1,2,3,4,5",

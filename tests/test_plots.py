@@ -15,7 +15,8 @@ from matplotlib.figure import Figure
 from overfit.data.base import Splits
 from overfit.data.synthetic import Line, Polynomial
 from overfit.data.tabular import Digits
-from overfit.tracking import curves, plots
+from overfit.lifecycle import pictures
+from overfit.tracking import curves
 from overfit.tracking.points import Point, best
 from overfit.lifecycle.pictures import picture
 
@@ -172,17 +173,17 @@ def test_fitted_curve_draws_the_true_function_when_known_and_titles_the_point() 
     key, fig = picture(SimpleNamespace(net=torch.nn.Linear(1, 1)), splits, title, truth)
     ax = fig.axes[0]
     assert key == "fit" and ax.get_title() == title
-    (true_line,) = [line for line in ax.get_lines() if line.get_label() == plots.TRUTH_LABEL]
+    (true_line,) = [line for line in ax.get_lines() if line.get_label() == pictures.TRUTH_LABEL]
     xs = torch.as_tensor(true_line.get_xdata()).unsqueeze(1)
     assert torch.allclose(torch.as_tensor(true_line.get_ydata()), truth(xs)[:, 0])
-    assert plots.TRUTH_LABEL in [t.get_text() for t in ax.get_legend().get_texts()]
-    unknown = plots.fitted_curve(torch.nn.Linear(1, 1), splits, title)
-    assert plots.TRUTH_LABEL not in [line.get_label() for line in unknown.axes[0].get_lines()]
+    assert pictures.TRUTH_LABEL in [t.get_text() for t in ax.get_legend().get_texts()]
+    unknown = pictures.fitted_curve(torch.nn.Linear(1, 1), splits, title)
+    assert pictures.TRUTH_LABEL not in [line.get_label() for line in unknown.axes[0].get_lines()]
 
 
 def test_confusion_matrix_title_names_the_point_and_test_accuracy() -> None:
     target, predicted = torch.tensor([0, 0, 1, 1, 2, 2, 2, 2]), torch.tensor([0, 1, 1, 1, 2, 2, 0, 2])
-    fig = plots.confusion_matrix(predicted, target, ("a", "b", "c"), "λ=0.1 lr=0.01 · test error 0.25")
+    fig = pictures.confusion_matrix(predicted, target, ("a", "b", "c"), "λ=0.1 lr=0.01 · test error 0.25")
     title = fig.axes[0].get_title()
     assert "λ=0.1 lr=0.01" in title and "test accuracy 75.00% (6/8)" in title
 

@@ -168,7 +168,10 @@ class SlurmLauncher(SubmititSlurmLauncher):
         if begin:
             extra["begin"] = begin
         extra.setdefault("signal", f"URG@{params['signal_delay_s']}")  # harmless: the job's own timer warns it
-        executor = submitit.AutoExecutor(folder=params.pop("submitit_folder"), cluster="slurm",
+        folder = params.pop("submitit_folder")
+        if not any(o.startswith("hydra.launcher.submitit_folder=") for o in self.config.hydra.overrides.hydra):
+            folder = str(Path(str(self.config.hydra.sweep.dir)) / ".submitit" / "%j")  # the sweep's own folder
+        executor = submitit.AutoExecutor(folder=folder, cluster="slurm",
                                          slurm_max_num_timeout=params.pop("max_num_timeout"))
         base = set(OmegaConf.structured(BaseQueueConf).keys())
         executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()},

@@ -281,8 +281,7 @@ class _Pictures:
         self.canvases: dict[int, Any] = {}
 
     def render(self, point: GroupResult, data: Splits, title: str) -> tuple[str, np.ndarray] | None:
-        from overfit.lifecycle.pictures import picture, pixels
-        from overfit.tracking.plots import FitCanvas
+        from overfit.lifecycle.pictures import FitCanvas, picture, pixels
         from overfit.training.parts import build
 
         if data.task == "regression" and data.input_dim == 1 and data.target_dim == 1:
