@@ -1,6 +1,7 @@
-"""The 180-point polynomial study three ways, in one run: overfit vectorized, overfit one at a time, a plain loop.
+"""The 180-point polynomial study against its floors, in one run: overfit vectorized and one at a time, a plain
+loop, an MLflow-only program writing the same runs, the import floor; and how the cost grows with the points.
 
-    .venv/bin/python benchmarks/bench_sweep.py [--device cpu|cuda] [--orders 12]
+    .venv/bin/python benchmarks/bench_sweep.py [--device cpu|cuda] [--orders 12] [--series]
 
 orders 1–12 × λ ∈ {0, 1e-4, 1e-2, 1, 10} × lr ∈ {0.01, 0.1, 0.5}, polynomial data, L2, gradient
 descent for 100 epochs. Each way runs as a user runs it: a fresh process, imports included, on a
@@ -8,6 +9,13 @@ fresh store; the end-to-end seconds are the parent's clock around that process. 
 (inside ``Trainer.fit``, or the plain loop's own training) are reported by the child. The plain
 loop is written here, with nothing from overfit: Legendre features whitened on the training
 inputs, ``nn.Linear``, ``torch.optim.SGD``, train and validation error read every epoch.
+
+The MLflow-only floor (``child_floor``) is what tracking alone costs: MLflow's public client
+writing exactly what overfit writes for the sweep — a parent, and per point a run with the same
+params, tags, per-epoch metric rows, files, two images, datasets and its end — from forked
+writer processes, as fast as the client goes, with no training at all. ``--series`` adds the
+vectorized sweep at 48, 180 and 720 points (the slope is the cost of one more point) and a
+12-point sweep against ``import mlflow, torch, lightning``.
 """
 
 from __future__ import annotations
@@ -27,11 +35,19 @@ LAMBDAS = (0.0, 1e-4, 1e-2, 1.0, 10.0)
 RATES = (0.01, 0.1, 0.5)
 
 
-def sweep_args(orders: int, vectorize: bool, device: str) -> list[str]:
+RATES_720 = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+# points → (λ values, lr values, seeds): 12 orders each; every size one seed, so each has 12 distinct datasets
+SIZES = {12: ((0.0,), (0.1,), 1), 48: (LAMBDAS[:4], RATES[:1], 1), 180: (LAMBDAS, RATES, 1), 720: (LAMBDAS, RATES_720, 1)}
+WRITERS = 2  # the floor's forked writer processes
+
+
+def sweep_args(orders: int, vectorize: bool, device: str, points: int = 180) -> list[str]:
+    lambdas, rates, seeds = SIZES[points]
     return ["train", "-m", "dataset=polynomial", "features=polynomial", "regularizer=l2",
             f"features.order={','.join(str(o) for o in range(1, orders + 1))}",
-            f"regularizer.strength={','.join(str(v) for v in LAMBDAS)}",
-            f"optimizer.lr={','.join(str(v) for v in RATES)}", f"trainer.max_epochs={EPOCHS}",
+            f"regularizer.strength={','.join(str(v) for v in lambdas)}",
+            f"optimizer.lr={','.join(str(v) for v in rates)}", f"trainer.max_epochs={EPOCHS}",
+            *([f"seed=range({seeds})"] if seeds > 1 else []),
             f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}", f"sweep.vectorize={str(vectorize).lower()}"]
 
 
@@ -107,14 +123,107 @@ def child_plain(orders: int, device: str) -> dict[str, float]:
     return {"training": spent, "exit": 0}
 
 
+def _floor_picture():
+    """A picture like a point's (a 600×430 line plot), as RGB pixels: what the floor encodes per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = Figure(figsize=(6, 4.3))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    x = np.linspace(-1, 1, 400)
+    ax.plot(x, 1.5 * x**3 - 0.5 * x**2 - x + 0.3, "--k")
+    ax.scatter(np.random.default_rng(0).uniform(-1, 1, 20), np.random.default_rng(1).normal(0, 0.5, 20))
+    ax.set_title("features.order=3 λ=0.01 lr=0.1 · test error 0.04373")
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def _floor_write(uri: str, experiment: str, parent: str, points: list[int]) -> None:
+    """One writer's share of the floor's runs (a forked process with a store of its own)."""
+    import io
+    import json as js
+    import tempfile as tf
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
+    from mlflow.tracking import MlflowClient
+    from PIL import Image
+
+    client = MlflowClient(uri)
+    rgb = _floor_picture()
+    keys = ("train/loss", "train/objective", "train/error", "val/loss", "val/error")
+    for num in points:
+        tags = {"mlflow.parentRunId": parent, "overfit.kind": "point", "overfit.config_hash": f"{num:016x}",
+                "overfit.code": "0" * 16, "overfit.owner": "0" * 12, "overfit.checkpoint": "/tmp/x", "host": "h",
+                "pid": "1", "point": f"point {num}", "overrides": f"features.order={num % 12 + 1}",
+                **{g: "x" for g in ("dataset", "features", "model", "loss", "regularizer", "optimizer")}}
+        run_id = client.create_run(experiment, run_name=f"point {num}", tags=tags).info.run_id
+        params = [Param(f"param.{i}", str(num * i)) for i in range(22)]
+        now = int(time.time() * 1000)
+        rows = [Metric(k, 1.0 / (e + 1), now, e) for e in range(1, EPOCHS + 1) for k in keys]
+        rows += [Metric(k, 0.1, now, EPOCHS) for k in ("test/loss", "test/error", "generalization_gap")]
+        client.log_batch(run_id, params=params, metrics=rows[:1000])
+        for i in range(1000, len(rows), 1000):
+            client.log_batch(run_id, metrics=rows[i:i + 1000])
+        png = io.BytesIO()
+        Image.fromarray(rgb).save(png, format="png")
+        with tf.TemporaryDirectory() as tmp:
+            for name, content in {"config.yaml": b"x" * 1200, "overrides.txt": b"x" * 80, "fit.png": png.getvalue(),
+                                  "model/network.pt": b"x" * 6500, "model/model.json": b"x" * 300}.items():
+                Path(tmp, name).parent.mkdir(parents=True, exist_ok=True)
+                Path(tmp, name).write_bytes(content)
+            client.log_artifacts(run_id, tmp)
+        for key in ("fit", "learning_curve"):
+            client.log_image(run_id, rgb, key=key, step=EPOCHS)
+        client.log_inputs(run_id, [DatasetInput(Dataset("polynomial", f"{split:8s}"[:8], "code", js.dumps({"s": split}),
+                                                        "{}", "{}"), [InputTag("mlflow.data.context", split)])
+                                   for split in ("train", "validation", "test")])
+        client.set_terminated(run_id)
+
+
+def child_floor(points: int) -> dict[str, float]:
+    """What tracking alone costs: the sweep's runs written with MLflow's client by forked writers, no training."""
+    import multiprocessing
+
+    root = Path(os.environ["OVERFIT_ROOT"])
+    uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
+    (root / "mlruns").mkdir(parents=True, exist_ok=True)
+    with multiprocessing.get_context("fork").Pool(WRITERS) as pool:  # forked before any store is open
+        from mlflow.entities import RunTag
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(uri)
+        experiment = client.create_experiment("floor", artifact_location=str(root / "artifacts"))
+        parent = client.create_run(experiment, run_name="sweep", tags={"overfit.kind": "sweep"}).info.run_id
+        pool.starmap(_floor_write, [(uri, experiment, parent, list(range(w, points, WRITERS)))
+                                    for w in range(WRITERS)])
+        client.log_batch(parent, tags=[RunTag("mlflow.note.content", "a table " * 200)])
+        client.log_image(parent, _floor_picture(), artifact_file="report/curves.png")
+        client.set_terminated(parent)
+    return {"training": 0.0, "exit": 0}
+
+
+def child_imports() -> dict[str, float]:
+    """The import floor: what any PyTorch + MLflow + Lightning program pays before its first line."""
+    import lightning  # noqa: F401
+    import mlflow  # noqa: F401
+    import torch  # noqa: F401
+
+    return {"training": 0.0, "exit": 0}
+
+
 # --- the parent ----------------------------------------------------------------------------------
-def run_child(way: str, orders: int, device: str) -> dict[str, float]:
+def run_child(way: str, orders: int, device: str, points: int = 180) -> dict[str, float]:
     root = Path(tempfile.mkdtemp(prefix="overfit-bench-sweep-"))
     env = {**os.environ, "OVERFIT_ROOT": str(root)}
     env.pop("MLFLOW_TRACKING_URI", None)
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, __file__, "--child", way, "--orders", str(orders), "--device", device],
-                         cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    out = subprocess.run([sys.executable, __file__, "--child", way, "--orders", str(orders), "--device", device,
+                          "--points", str(points)], cwd=REPO, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
     if not lines:
@@ -126,17 +235,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--orders", type=int, default=12)
-    parser.add_argument("--child", choices=("vectorized", "one-at-a-time", "plain"))
+    parser.add_argument("--child", choices=("vectorized", "one-at-a-time", "plain", "floor", "imports"))
+    parser.add_argument("--points", type=int, default=180, choices=sorted(SIZES))
+    parser.add_argument("--series", action="store_true", help="also 48 / 720 points and a 12-point sweep")
     args = parser.parse_args()
     if args.child:
-        result = (child_plain(args.orders, args.device) if args.child == "plain"
-                  else child_overfit(sweep_args(args.orders, args.child == "vectorized", args.device)))
+        if args.child == "plain":
+            result = child_plain(args.orders, args.device)
+        elif args.child == "floor":
+            result = child_floor(args.orders * len(LAMBDAS) * len(RATES))
+        elif args.child == "imports":
+            result = child_imports()
+        else:
+            result = child_overfit(sweep_args(args.orders, args.child == "vectorized", args.device, args.points))
         print(json.dumps(result))
         return
     points = args.orders * len(LAMBDAS) * len(RATES)
     print(f"{points} points ({args.orders} orders × {len(LAMBDAS)} λ × {len(RATES)} lr), {EPOCHS} epochs, "
-          f"device={args.device}, {os.cpu_count()} CPUs")
-    results = {way: run_child(way, args.orders, args.device) for way in ("vectorized", "one-at-a-time", "plain")}
+          f"device={args.device}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
+    results = {way: run_child(way, args.orders, args.device)
+               for way in ("vectorized", "floor", "one-at-a-time", "plain", "imports")}
     print(f"{'way':16s} {'end to end s':>12s} {'s/point':>8s} {'training s':>10s} {'training s/point':>16s} {'exit':>4s}")
     for way, r in results.items():
         print(f"{way:16s} {r['wall']:12.1f} {r['wall'] / points:8.3f} {r['training']:10.2f} "
@@ -146,6 +264,21 @@ def main() -> None:
           f"training per point {one['training'] / vec['training']:.1f}× less")
     print(f"vectorized vs the plain loop: end to end {vec['wall'] / plain['wall']:.2f}×, "
           f"training {vec['training'] / plain['training']:.2f}×")
+    floor = results["floor"]
+    print(f"vectorized vs the MLflow-only floor ({WRITERS} forked writers): {vec['wall'] / floor['wall']:.2f}× "
+          f"({vec['wall']:.1f} s vs {floor['wall']:.1f} s)")
+    if not args.series:
+        return
+    series = {n: run_child("vectorized", args.orders, args.device, n) for n in (48, 720, 12)}
+    series[180] = vec
+    for n in (12, 48, 180, 720):
+        print(f"vectorized, {n:4d} points: {series[n]['wall']:6.1f} s end to end")
+    slope = (series[720]["wall"] - series[180]["wall"]) / (720 - 180)
+    print(f"each extra point (180 → 720): {1000 * slope:.0f} ms; a 10,000-point study ≈ "
+          f"{(series[180]['wall'] + slope * (10_000 - 180)) / 60:.1f} min")
+    imports = results["imports"]
+    print(f"12-point sweep vs `import mlflow, torch, lightning`: {series[12]['wall'] / imports['wall']:.2f}× "
+          f"({series[12]['wall']:.1f} s vs {imports['wall']:.1f} s)")
 
 
 if __name__ == "__main__":
