@@ -155,17 +155,43 @@ def test_a_sweep_on_slurm_is_one_parent_with_every_point_finished(slurm: Slurm, 
             "--time=60"} <= set(script.read_text().split()), script.read_text()
 
 
+@pytest.mark.timeout(600)
+def test_a_gpu_sweep_is_validated_and_submitted_from_a_host_without_one(slurm: Slurm, root: Path, store) -> None:
+    """The login node has no GPU: the sweep is submitted asking for one; the job (whose node declares a GPU that
+    is not there) finds none and its points end FAILED saying so, one line each, vectorized or one at a time."""
+    assert not torch.cuda.is_available()
+    for vectorize in ("true", "false"):
+        code, out, err = run(root, "train", "-m", "hydra/launcher=slurm", "trainer.accelerator=gpu",
+                             "features=polynomial", "features.order=1,2", "trainer.max_epochs=5",
+                             f"sweep.vectorize={vectorize}", "experiment_name=gpu-" + vectorize)
+        assert code == 1, err[-3000:]
+        assert "traceback" not in (out + err).lower()
+        assert re.search(r"SLURM array \d+", out), out  # submitted: nothing refused it on this host
+        needs = "trainer.accelerator: gpu needs a CUDA GPU but this machine has none (allowed: auto or cpu)"
+        assert out.count(needs) == 2, out
+        experiment = store.get_experiment_by_name("gpu-" + vectorize).experiment_id
+        (parent,) = store.search_runs([experiment], "tags.`overfit.kind` = 'sweep'")
+        kids = children(store, parent.info.run_id)
+        assert len(kids) == 2 and all(k.info.status == "FAILED" and needs in k.data.tags["failure.reason"]
+                                      for k in kids)
+        scripts = list(sweep_dir(parent).glob(".submitit/*/*_submission.sh"))
+        assert scripts and all("--gpus-per-node=1" in s.read_text().split() for s in scripts)
+        assert all(states == ["FAILED"] for states in settled(*arrays(parent)).values())
+
+
 @pytest.mark.timeout(900)
 def test_requeue_and_preemption_keep_each_point_one_run_resumed(slurm: Slurm, root: Path, store) -> None:
     """scontrol requeue, scancel --signal=USR2 (submitit's preemption) and --signal=USR1 (Lightning's), mid-training."""
-    epochs = 100
+    epochs = 400  # about 20 s of training a point: the store sees its steps every few seconds while it trains
     sweep = Command(root, "train", "-m", *SLOW, "features.order=1,2,3,4,5", f"trainer.max_epochs={epochs}")
     parent_id = wait_for("the parent", lambda: sweep.printed(r"sweep parent run ([0-9a-f]{32})"), 120)
     signalled: dict[str, tuple[int, list[str]]] = {}  # run id → (epochs logged when signalled, command)
 
     def training() -> Any:
         for kid in children(store, parent_id):
-            if kid.info.run_id not in signalled and kid.info.status == "RUNNING" and len(steps(store, kid.info.run_id)) >= 5:
+            # Mid-training: a point past its last epoch is recording (files, pictures, model), not training.
+            if kid.info.run_id not in signalled and kid.info.status == "RUNNING" and \
+                    5 <= len(steps(store, kid.info.run_id)) <= epochs * 3 // 4:
                 return kid
         return None
 
@@ -319,7 +345,8 @@ def test_a_detached_scheduled_pipeline_finishes_without_a_terminal(slurm: Slurm,
     def status() -> str:
         code, out, err = run_cli(capsys, "sweep", "status", run_id)
         assert code == 0, err
-        states = {line.split()[1] for line in out.splitlines() if line.strip().startswith("features.order=")}
+        states = {word for line in out.splitlines() if line.strip().startswith("features.order=")
+                  for word in line.split() if word in ("pending", "running", "finished", "failed", "killed")}
         if len(states) == 1 and (not seen or seen[-1] != next(iter(states))):
             seen.append(next(iter(states)))
         return out

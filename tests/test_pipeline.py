@@ -18,7 +18,8 @@ from overfit.pipeline import graph, plan, spec
 from overfit.tracking.runs import TAG_HASH, TAG_KIND, TAG_NAME, TAG_PARENT, TAG_REUSED
 
 REPO = Path(__file__).resolve().parents[1]
-STUDIES = ("polynomial_order", "regularization", "learning_rate", "data_size", "digits_capacity", "mnist")
+STUDIES = tuple(sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "pipelines").glob("*.yaml")))
+NEEDS_FILES = ("mnist", "fashion_mnist")  # image studies: their data (dataset.root, or a download) to validate
 # The order-12 polynomial of the regularization study: L2 rescues it, λ is what a search looks for.
 ORDER_12 = ["dataset=polynomial", "features=polynomial", "features.order=12", "features.basis=legendre",
             "optimizer=lbfgs", "regularizer=l2", "dataset.n_val=1000"]
@@ -282,10 +283,12 @@ def test_allowed_groups_are_the_projects_config_groups() -> None:
 
 
 def test_shipped_studies_parse_and_validate() -> None:
+    assert {"polynomial_order", "regularization", "learning_rate", "data_size", "digits_capacity", *NEEDS_FILES} <= \
+        set(STUDIES)
     for name in STUDIES:
         p = spec.load(str(REPO / "pipelines" / f"{name}.yaml"))
         assert p.name == name and len(p.description) > 200, name
-        if name != "mnist":  # mnist needs its files (or dataset.download=true) to validate
+        if name not in NEEDS_FILES:
             plan.prepare(str(REPO / "pipelines" / f"{name}.yaml"), [])
 
 
@@ -310,13 +313,14 @@ def test_show_on_an_unreachable_store_is_one_line(root: Path, capsys: pytest.Cap
                                                    "answer ([Errno 111] Connection refused)")
 
 
-def test_show_and_list_do_not_import_lightning(tmp_path: Path) -> None:
+def test_show_list_and_help_do_not_import_torch(tmp_path: Path) -> None:
+    """Commands that train nothing stay at the import floor: no PyTorch, no Lightning (seconds each)."""
     env = {**os.environ, "OVERFIT_ROOT": str(tmp_path)}
     env.pop("MLFLOW_TRACKING_URI", None)
     script = ("import sys\nfrom overfit import cli\n"
               f"codes = cli.main(['pipeline', 'show', {str(REPO / 'pipelines' / 'polynomial_order.yaml')!r}]), "
-              "cli.main(['pipeline', 'list'])\n"
-              "print('imported:', sorted({m.split('.')[0] for m in sys.modules} & {'lightning', 'pytorch_lightning'}))\n"
+              "cli.main(['pipeline', 'list']), cli.main(['--help'])\n"
+              "print('imported:', sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'lightning', 'torchvision'}))\n"
               "sys.exit(max(codes))\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -338,7 +342,11 @@ def test_small_pipeline_end_to_end(root: Path, store: MlflowClient, capsys: pyte
     top = pipelines[0]
     assert top.info.status == "FINISHED" and top.data.tags[TAG_KIND] == "pipeline"
     assert top.info.run_name == "small"  # named after the study, described by it
-    assert top.data.tags["mlflow.note.content"] == "A tiny study for the tests."
+    note = top.data.tags["mlflow.note.content"]  # the study's prose, then what each stage found, linked
+    assert note.startswith("A tiny study for the tests.\n\n### Result\n")
+    assert f"- **best**: **{top.data.tags['best.selected']}** by min val/error" in note
+    assert f"runs/{store.get_model_version('small', '1').run_id})" in note and "`models:/small/1`" in note
+    assert "- **test**: " in note and "test/error" in note
     artifacts = {a.path for a in store.list_artifacts(top.info.run_id)}
     assert {"pipeline", "report"} <= artifacts
     assert [a.path for a in store.list_artifacts(top.info.run_id, "pipeline")] == ["pipeline/study.yaml"]
@@ -353,7 +361,7 @@ def test_small_pipeline_end_to_end(root: Path, store: MlflowClient, capsys: pyte
     by_stage = {p.data.tags[TAG_NAME].split(":")[0]: p for p in parents}
     orders, lambdas, evaluate = by_stage["orders"], by_stage["lambdas"], by_stage["test"]
     assert orders.data.tags[TAG_NAME] == "orders: features.order=1,3"
-    assert lambdas.data.tags[TAG_NAME] == "lambdas: search λ=tag(log, interval(1e-3, 1)), 2 trials"
+    assert lambdas.data.tags[TAG_NAME] == "lambdas: search λ=0.001…1 log, 2 trials"
     assert len(children[orders.info.run_id]) == 2
     assert children[evaluate.info.run_id] == []  # the selected point is reused, not retrained
 
@@ -373,11 +381,12 @@ def test_small_pipeline_end_to_end(root: Path, store: MlflowClient, capsys: pyte
     assert evaluate.data.tags[TAG_NAME] == f"test: evaluate {selected}"
     assert evaluate.data.tags[f"{TAG_REUSED}0"] == winner.info.run_id
 
-    # one clear name per metric on the pipeline run: the evaluated config's, no stacked prefixes
-    assert top.data.metrics["test/error"] == pytest.approx(winner.data.metrics["test/error"])
-    assert top.data.metrics["val/error"] == pytest.approx(winner.data.metrics["val/error"])
-    assert "generalization_gap" in top.data.metrics
-    assert not [k for r in runs for k in r.data.metrics if k.count("/") > 1]
+    # the pipeline run's result under keys of its own: sorting the runs table by val/error ranks points only
+    assert top.data.metrics["evaluated/test/error"] == pytest.approx(winner.data.metrics["test/error"])
+    assert top.data.metrics["evaluated/val/error"] == pytest.approx(winner.data.metrics["val/error"])
+    assert "evaluated/generalization_gap" in top.data.metrics
+    points = {k for r in runs if r.data.tags.get("overfit.kind") == "point" for k in r.data.metrics}
+    assert not points & {k for r in runs if r.data.tags.get("overfit.kind") != "point" for k in r.data.metrics}
     assert all(r.info.run_name and r.info.run_name.strip() not in ("sweep", "") for r in runs)  # no empty parent
 
     # the report: one self-contained HTML file plus the PNGs, path and UI command printed at the end
@@ -432,13 +441,18 @@ def test_optuna_sweep_records_diverged_trials(root: Path, store: MlflowClient,
     runs = all_runs(store)  # the command returned: a NaN from a diverged trial no longer crashes Optuna's sweeper
     (parent,) = [r for r in runs if r.data.tags.get(TAG_KIND) == "sweep"]
     assert parent.info.status == "FINISHED" and parent.info.run_name == "sweep lr=0.1,3.0"
-    trials = {r.info.run_name: r for r in runs if r.data.tags.get(TAG_PARENT) == parent.info.run_id}
+    kids = [r for r in runs if r.data.tags.get(TAG_PARENT) == parent.info.run_id]
+    # Named and numbered by trial, in the order Optuna proposed them: "trial 0: lr=3.0".
+    assert sorted(r.info.run_name.split(": ")[0] for r in kids) == ["trial 0", "trial 1"]
+    assert all(r.info.run_name == f"trial {r.data.tags['trial']}: lr={r.data.params['optimizer.lr']}" for r in kids)
+    trials = {r.info.run_name.split(": ")[1]: r for r in kids}
     assert set(trials) == {"lr=0.1", "lr=3.0"}  # the seeded sampler's two picks
     assert trials["lr=3.0"].info.status == "FAILED" and trials["lr=3.0"].data.tags["failure"] == "diverged"
     assert trials["lr=0.1"].info.status == "FINISHED"
     assert code == 1 and "1 of 2 points did not finish" in out
     assert parent.data.tags["best.run_id"] == trials["lr=0.1"].info.run_id
-    assert "report/curves_optimizer_lr.png" in {a.path for a in store.list_artifacts(parent.info.run_id, "report")}
+    report = {a.path for a in store.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/curves_optimizer_lr.png", "report/optimization_history.png"} <= report
 
 
 # --- adaptive search against the grid (slow) ---------------------------------------------------
@@ -453,6 +467,8 @@ def test_optuna_sweep_finds_lambda_as_good_as_the_grid(root: Path, store: Mlflow
     (parent,) = [r for r in runs if r.data.tags.get(TAG_KIND) == "sweep"]
     trials = [r for r in runs if r.data.tags.get(TAG_PARENT) == parent.info.run_id]
     assert len(trials) == 12 and len({r.info.run_name for r in trials}) == 12
+    assert parent.info.run_name == "sweep λ=1e-05…10 log"  # the searched range, not the override's grammar
+    assert all(len(r.info.run_name.split("λ=")[1]) <= 10 for r in trials)  # "λ=0.004222", not 17 digits
     assert {"report/summary.md", "report/curves_regularizer_strength.png"} <= {
         a.path for a in store.list_artifacts(parent.info.run_id, "report")}
     best = next(r for r in trials if r.info.run_id == parent.data.tags["best.run_id"])
@@ -483,14 +499,19 @@ def test_polynomial_order_study(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     done = _cli(tmp_path, "pipeline", "run", "pipelines/polynomial_order.yaml", timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "(0 ran, 12 reused)" in done.stdout
+    assert "(0 ran, 120 reused)" in done.stdout and "(0 ran, 10 reused)" in done.stdout  # 12 orders × 10 seeds, 10 new
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     points = [r for r in training_runs(client)]
-    assert len(points) == 12
-    lowest = min(points, key=lambda r: r.data.metrics["test/error"])
-    assert lowest.data.params["features.order"] in ("3", "4")
+    assert len(points) == 130
+    by_order: dict[str, list[float]] = {}  # the sweep's seeds 0-9 per order (evaluate drew seeds 10-19)
+    for r in points:
+        if int(r.data.params["seed"]) < 10:
+            by_order.setdefault(r.data.tags["point"], []).append(r.data.metrics["test/error"])
+    assert len(by_order) == 12 and all(len(v) == 10 for v in by_order.values())
+    sweep = {k: sum(v) / 10 for k, v in by_order.items()}
+    assert min(sweep, key=sweep.get) in ("features.order=3", "features.order=4")
     html = (tmp_path / "reports" / "polynomial_order" / "report.html").read_text()
-    assert f"lowest test error {lowest.data.metrics['test/error']:.4g} at features.order=" in html
+    assert "lowest mean test error" in html and "by the one-standard-error rule" in html
 
 
 @pytest.mark.slow

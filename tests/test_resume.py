@@ -21,7 +21,7 @@ from overfit.interrupts import Interrupted, Signals
 from overfit.lifecycle.point import run_point
 
 SLOW_POINT = ("dataset=digits", "model=mlp", "model.hidden=[32]", "loss=log_likelihood", "optimizer=sgd",
-              "optimizer.batch_size=64", "trainer.max_epochs=300", "trainer.checkpoint_every_n_epochs=10")
+              "optimizer.batch_size=8", "trainer.max_epochs=300", "trainer.checkpoint_every_n_epochs=10")
 
 
 def steps(store, run_id: str, key: str = "train/loss") -> list[int]:
@@ -147,7 +147,7 @@ def _overfit(*args: str, **kwargs) -> subprocess.Popen:
 
 
 def _checkpoint_epoch(root: Path) -> int:
-    for ckpt in root.glob("outputs/*/*/checkpoints/last.ckpt"):
+    for ckpt in root.glob("outputs/*/*/checkpoints/**/last.ckpt"):
         try:
             return int(torch.load(ckpt, weights_only=True)["epoch"]) + 1
         except Exception:  # being replaced right now
@@ -155,12 +155,22 @@ def _checkpoint_epoch(root: Path) -> int:
     return 0
 
 
+def _wait_for_checkpoint(root: Path, proc: subprocess.Popen, epoch: int, seconds: float = 300) -> None:
+    """Until the running point has checkpointed ``epoch``; fails (never hangs) if it ends or stalls first."""
+    deadline = time.monotonic() + seconds
+    while _checkpoint_epoch(root) < epoch:
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before its epoch-{epoch} checkpoint: {proc.communicate()[1][-2000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"no epoch-{epoch} checkpoint within {seconds:.0f} s")
+        time.sleep(0.1)
+
+
 @pytest.mark.slow
 def test_kill_9_then_the_same_command_continues_the_same_run(root: Path, store) -> None:
     proc = _overfit("train", *SLOW_POINT)
-    deadline = time.monotonic() + 300
-    while _checkpoint_epoch(root) < 150 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
+    _wait_for_checkpoint(root, proc, 150)
     proc.kill()
     proc.wait()
     assert 150 <= _checkpoint_epoch(root) < 300
@@ -203,9 +213,7 @@ def test_a_signal_while_the_run_is_created_still_closes_it(root: Path, store, mo
 @pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_ends_a_single_run_killed_with_the_shells_code(signum: int, code: int, root: Path, store) -> None:
     proc = _overfit("train", *SLOW_POINT)
-    deadline = time.monotonic() + 300
-    while _checkpoint_epoch(root) < 20 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    _wait_for_checkpoint(root, proc, 20)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == code
@@ -219,8 +227,7 @@ def test_a_signal_ends_a_single_run_killed_with_the_shells_code(signum: int, cod
 def test_a_30_second_lock_on_the_store_costs_nothing(root: Path, store) -> None:
     db = root / "mlruns" / "mlflow.db"
     proc = _overfit("train", *SLOW_POINT)
-    while _checkpoint_epoch(root) < 20:
-        time.sleep(0.2)
+    _wait_for_checkpoint(root, proc, 20)
     lock = sqlite3.connect(db, timeout=60)
     lock.execute("BEGIN EXCLUSIVE")
     time.sleep(30)

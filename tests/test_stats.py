@@ -73,8 +73,10 @@ def test_one_value_has_nan_spread_and_no_interval_text() -> None:
 
 def test_text_formats_mean_and_half_width() -> None:
     s = Summary(n=5, mean=0.042312, sd=0.0035, se=0.0016, half_width=0.0031234)
-    assert s.text() == "0.04231 ± 0.003123"
-    assert s.text(digits=2) == "0.042 ± 0.0031"
+    assert s.text() == "0.0423 ± 0.0031"  # the mean to the interval's second significant digit
+    assert s.text(digits=3) == "0.04231 ± 0.00312"
+    assert Summary(n=3, mean=12.5, sd=1, se=1, half_width=4.2).text() == "12.5 ± 4.2"
+    assert Summary(n=3, mean=1.175e7, sd=1, se=1, half_width=3.26e7).text() == "1.18e+07 ± 3.3e+07"
 
 
 def test_no_values_raise() -> None:
@@ -160,7 +162,7 @@ def test_one_se_length_mismatch_raises() -> None:
 # Bias-variance decomposition.
 
 
-@pytest.mark.parametrize("shape", [(1, 7), (5, 1), (13, 40)])
+@pytest.mark.parametrize("shape", [(2, 7), (5, 1), (13, 40)])
 def test_bias_plus_variance_is_mean_squared_deviation(shape: tuple[int, int]) -> None:
     rng = np.random.default_rng(7)
     predictions = rng.normal(size=shape) * 3.0 + 1.0
@@ -169,7 +171,23 @@ def test_bias_plus_variance_is_mean_squared_deviation(shape: tuple[int, int]) ->
     assert d.bias2 + d.variance == pytest.approx(np.mean((predictions - truth) ** 2), abs=1e-12)
     assert d.noise == 0.25
     assert d.total == pytest.approx(np.mean((predictions - truth) ** 2) + 0.25, abs=1e-12)
-    assert d.variance == pytest.approx(np.mean(predictions.var(axis=0)), abs=1e-12)
+    assert d.variance == pytest.approx(np.mean(predictions.var(axis=0, ddof=1)), abs=1e-12)
+    centre = predictions.mean(axis=0)
+    assert d.bias2 == pytest.approx(np.mean((centre - truth) ** 2) - d.variance / shape[0], abs=1e-12)
+
+
+def test_one_replicate_cannot_tell_bias_from_variance() -> None:
+    d = bias_variance(np.ones((1, 7)), np.zeros(7), noise_variance=0.25)
+    assert math.isnan(d.bias2) and math.isnan(d.variance) and d.noise == 0.25
+
+
+def test_the_estimates_are_unbiased_over_many_draws() -> None:
+    """Five replicates of f + b + N(0, s²): the plug-in bias² would average b² + s²/5; these average b² and s²."""
+    rng = np.random.default_rng(5)
+    truth, b, s = np.linspace(-1.0, 1.0, 10), 0.3, 0.8
+    draws = [bias_variance(truth + b + rng.normal(0.0, s, size=(5, 10)), truth, 0.0) for _ in range(4000)]
+    assert np.mean([d.bias2 for d in draws]) == pytest.approx(b**2, abs=0.01)
+    assert np.mean([d.variance for d in draws]) == pytest.approx(s**2, rel=0.02)
 
 
 def test_constant_offset_is_pure_bias() -> None:
@@ -186,10 +204,10 @@ def test_independent_zero_mean_noise_is_pure_variance() -> None:
     replicates, grid, s = 2000, 50, 0.5
     truth = np.cos(np.linspace(0.0, 4.0, grid))
     d = bias_variance(truth + rng.normal(0.0, s, size=(replicates, grid)), truth, noise_variance=0.1)
-    # variance estimates s²(R-1)/R with relative sd √(2/(R·G)) ≈ 0.5 %; allow 5 %.
+    # variance estimates s² with relative sd √(2/(R·G)) ≈ 0.5 %; allow 5 %.
     assert d.variance == pytest.approx(s**2, rel=0.05)
-    # bias² is the mean of G squared replicate-means, expectation s²/R; allow twice that.
-    assert d.bias2 < 2 * s**2 / replicates
+    # bias² estimates 0: within a few of its standard errors, about s²·√(2/G)/R.
+    assert abs(d.bias2) < 5 * s**2 * math.sqrt(2 / grid) / replicates
 
 
 @pytest.mark.parametrize(

@@ -66,8 +66,8 @@ def test_order_sweep_is_one_parent_with_a_child_per_point(root: Path, store, cap
     assert f"Best by validation error: [features.order={winner.values['features.order']}]" in note
     assert f"/runs/{winner.run_id})" in note and note.count("| [features.order=") == 5
     assert parent.data.tags["best.run_id"] == winner.run_id
-    assert parent.data.metrics["test/error"] == pytest.approx(winner.error("test"))
-    assert not [k for k in parent.data.metrics if k.count("/") > 1 or k.startswith("best")]
+    assert parent.data.metrics["best/test/error"] == pytest.approx(winner.error("test"))
+    assert set(parent.data.metrics) == {f"best/{s}/error" for s in ("train", "val", "test")}  # never a point's key
 
     # The same sweep again trains nothing: a new parent links the finished runs.
     code, out, _ = run_cli(capsys, "train", "-m", *ORDERS)

@@ -49,7 +49,8 @@ def test_a_run_records_config_metrics_and_picture(root: Path, store) -> None:
     result = run_point(cfg, [*LINE, "trainer.max_epochs=7", "optimizer.lr=0.05"], root / "out")
     run = store.get_run(result.run_id)
     params, tags = run.data.params, run.data.tags
-    assert params["optimizer.lr"] == "0.05" and params["dataset._target_"] == "overfit.data.synthetic.Line"
+    assert params["optimizer.lr"] == "0.05" and tags["dataset"] == "line"
+    assert not [k for k, v in params.items() if k.endswith("._target_") or v == "None"]  # no plumbing columns
     assert params["trainer.max_epochs"] == "7"
     assert tags[runs.TAG_HASH] == runs.config_hash(cfg) and tags[runs.TAG_CODE] == runs.Key.of(cfg).code
     assert "optimizer.lr=0.05" in tags["overrides"]
@@ -59,6 +60,7 @@ def test_a_run_records_config_metrics_and_picture(root: Path, store) -> None:
     assert {"config.yaml", "overrides.txt", "fit.png", "images"} <= artifacts
     images = [a.path for a in store.list_artifacts(result.run_id, "images")]
     assert any(p.startswith("images/fit+step+7+") and p.endswith(".png") for p in images)  # MLflow's image views
+    assert any(p.startswith("images/learning_curve+step+7+") and p.endswith(".png") for p in images)
     history = store.get_metric_history(result.run_id, "val/error")
     assert sorted(m.step for m in history) == list(range(1, 8))  # one point per epoch, stepped by epoch
     for key in ("train/loss", "train/objective", "train/error", "val/loss", "test/loss", "test/error"):

@@ -18,7 +18,6 @@ import torch
 
 from helpers import all_runs, compose, parent_of, run_cli
 from overfit.interrupts import Interrupted
-from overfit.lifecycle import claim as claiming
 from overfit.lifecycle.claim import Claimer, Target
 from overfit.lifecycle.point import run_point
 from overfit.sweeping.driver import unique_dir
@@ -326,6 +325,29 @@ def test_metrics_never_wait_for_the_store() -> None:
     assert time.monotonic() - start < 1.0  # 2,000 epochs queued while every send fails
     assert len(writer.pending("r")) == 2000
     writer.close()
+
+
+def test_a_resumed_runs_learning_curve_is_whole(store) -> None:
+    """The picture's curve: what an earlier attempt stored, then what this attempt trained (its values win)."""
+    from mlflow.entities import Metric
+
+    experiment = store.create_experiment("curves")
+    run_id = store.create_run(experiment).info.run_id
+    store.log_batch(run_id, metrics=[Metric(k, 1.0 / s, 0, s) for s in range(1, 6) for k in ("train/error", "val/error")])
+    writer = MetricWriter(Store(store.tracking_uri))
+    writer.open_run(run_id, {"train/error": 5, "val/error": 5})
+    for epoch in range(4, 9):  # resumed from the epoch-3 checkpoint: 4 and 5 are trained again
+        writer.add(run_id, {"train/error": 0.5 / epoch, "val/error": 2.0 / epoch, "train/loss": 1.0}, epoch)
+    curve = writer.curve(run_id)
+    writer.close()
+    assert set(curve) == {"train/error", "val/error"}
+    steps, values = curve["train/error"]
+    assert steps == list(range(1, 9))
+    assert values == pytest.approx([1.0, 0.5, 1 / 3] + [0.5 / e for e in range(4, 9)])
+    fresh = MetricWriter(Store(store.tracking_uri))  # a run trained in one go reads nothing back
+    fresh.open_run("new")
+    fresh.add("new", {"val/error": 0.25}, 1)
+    assert fresh.curve("new") == {"train/error": ([], []), "val/error": ([1], [0.25])}
 
 
 def test_a_store_outage_in_a_sweep_stops_it_in_one_line(root: Path, capsys, monkeypatch) -> None:

@@ -74,8 +74,12 @@ def task(cfg: DictConfig) -> float | None:
         if hc.mode == RunMode.MULTIRUN:  # a point another sweeper launched: its parent is in the sweep's record
             sweep_dir = Path(hc.sweep.dir)
             cfg.sweep.parent_run_id = cfg.sweep.get("parent_run_id") or record.parent_of(sweep_dir)
-            name = runs.point_name(overrides, record.axes_of(sweep_dir))
-            result = run_point(cfg, overrides, job_dir, name, hc.job.num)
+            cfg.sweep.axes = record.axes_of(sweep_dir)
+            name = runs.point_name(overrides, list(cfg.sweep.axes))
+            trials = hc.sweeper.get("n_trials") is not None  # an adaptive search (Optuna's): points are its trials
+            tags = {runs.TAG_TRIAL: str(hc.job.num)} if trials else {}
+            name = f"trial {hc.job.num}: {name}" if trials else name
+            result = run_point(cfg, overrides, job_dir, name, hc.job.num, tags)
             error = result.metrics.get("val/error", math.nan) if result.status == "FINISHED" else math.nan
             return error if math.isfinite(error) else math.inf
         from overfit.tracking.store import resolve_uri
@@ -136,13 +140,14 @@ def search_overrides(flags: dict[str, str]) -> list[str]:
 
 def check(args: list[str]) -> None:
     """Bad input in one line, exit 2, before Hydra or any run: the command's first point, composed and validated."""
-    from overfit.compose import compose_jobs, expand, writable_dir
+    from overfit.compose import compose_jobs, expand, replicated, writable_dir
 
     overrides, flags = _split(args)
     sweeping = "-m" in flags or "--multirun" in flags
     extra = search_overrides(flags)
     if sweeping:
-        first = expand(overrides)[0]  # the whole grid is composed (once) by the sweeper; its size is checked here
+        ours = all(o in ("hydra/sweeper=overfit",) or not o.startswith("hydra/sweeper=") for o in overrides)
+        first = expand(replicated(overrides) if ours else overrides)[0]  # the whole grid is composed (once) by the sweeper; its size is checked here
         compose_jobs([*first, *extra], multirun=False, checked=False)
         writable_dir(overrides, "hydra.sweep.dir", paths.project_root() / "multirun")
     else:
@@ -178,9 +183,13 @@ def run_app(args: list[str], current: session.Session) -> int:
 def _abort(current: session.Session, exc: BaseException) -> None:
     """A sweep that another sweeper drove and that did not end: its parent closed (overfit's closes its own)."""
     from overfit.sweeping import driver
+    from overfit.tracking.store import StoreError
 
     if current.parent is not None and current.store is not None and current.outcome is None:
-        already = current.store.call("get_run", current.parent).info.status != "RUNNING"
+        try:
+            already = current.store.call("get_run", current.parent).info.status != "RUNNING"
+        except StoreError:  # the store is away: what stopped the sweep stands, its parent is left to `runs reap`
+            return
         if not already:
             driver.abort(current.store, current.parent, exc)
 
@@ -238,6 +247,6 @@ def print_run(result: PointResult, uri: str) -> None:
 
 def print_outcome(outcome: Outcome) -> int:
     """The sweep's summary for the terminal; 1 if any point did not finish."""
-    for line in outcome.summary():
+    for line in [*outcome.summary(), *outcome.details()]:
         print(line, file=sys.stdout)
     return 1 if outcome.failed else 0

@@ -9,6 +9,7 @@ number after the runs are closed.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -153,6 +154,10 @@ def _dispatch(argv: list[str]) -> int:
         print(USAGE)
         return 0
     command = COMMANDS.get(argv[0])
+    if command is None and os.environ.get("LOCAL_RANK", "0") != "0":
+        # Another device's process of `overfit train trainer.devices=N`: Lightning starts it again from
+        # this program with the arguments the Hydra app saw (the command's name is not among them).
+        command, argv = COMMANDS["train"], ["train", *argv]
     if command is None:
         print(f"overfit: error: unknown command {argv[0]!r} (allowed: {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
@@ -184,4 +189,7 @@ def _failed(exc: BaseException) -> int:
     if isinstance(exc, Diverged):
         print(f"overfit: the run diverged ({exc}); it is recorded FAILED with failure=diverged", file=sys.stderr)
         return 1
+    if isinstance(exc, BrokenPipeError):  # `overfit sweep status ID | head`: the reader left, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's recipe: no error at exit's flush
+        return 141
     raise exc

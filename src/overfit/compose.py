@@ -72,6 +72,36 @@ def check_size(parsed: list) -> None:
                           f"at most {most:,} points, or raise the limit: sweep.max_points={size}")
 
 
+def replicated(overrides: list[str]) -> list[str]:
+    """``sweep.replicates=N`` as the seed axis it stands for: ``seed=range(s, s+N)`` from the command's ``seed``.
+
+    Replicates are points like any other (each seed its own run); the seed goes last, so a
+    point's replicates are neighbours in the grid and in a vectorized group.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as exc:
+        raise _one_line(exc) from exc
+    given = [o for o in parsed if o.get_key_element() == "sweep.replicates"]
+    if not given:
+        return overrides
+    count = given[-1].value()
+    if given[-1].is_sweep_override() or type(count) is not int or count < 1:
+        raise ConfigError("sweep.replicates", f"got {given[-1].input_line.split('=', 1)[1]!r}",
+                          "a whole number ≥ 1: how many seeds each point trains with")
+    seeds = [o for o in parsed if o.get_key_element() == "seed"]
+    if any(o.is_sweep_override() for o in seeds):
+        raise ConfigError("sweep.replicates", "the seed is swept as well", "one of sweep.replicates=N or seed=...")
+    start = seeds[-1].value() if seeds else OmegaConf.load(paths.config_dir() / "train.yaml").seed
+    if type(start) is not int:
+        raise ConfigError("seed", f"got {start!r}", "an integer: the first replicate's seed")
+    kept = [o.input_line for o in parsed if o.get_key_element() not in ("sweep.replicates", "seed")]
+    return [*kept, f"seed=range({start},{start + count})" if count > 1 else f"seed={start}"]
+
+
 def expand(overrides: list[str]) -> list[list[str]]:
     """The jobs a grid sweep makes of ``overrides``: Hydra's basic sweeper's product, last key fastest.
 

@@ -39,6 +39,7 @@ class TrainerConfig:
 class TrackingConfig:
     uri: Optional[str] = None
     retry_seconds: float = 120.0  # how long an outage of the store may last before a run gives up on it
+    log_model: str = "best"  # which runs get an MLflow LoggedModel: best | all | none (overfit.tracking.models)
 
 
 # The groups that are not components, and their schemas: keys and types checked like a component's signature.
@@ -121,9 +122,18 @@ def _check_top_level(cfg: DictConfig) -> None:
     most = cfg.sweep.get("max_points")
     if type(most) is not int or most < 1:
         raise ConfigError("sweep.max_points", f"got {most!r}", "an integer >= 1")
+    replicates = cfg.sweep.get("replicates")
+    if replicates != 1:  # a sweep turns it into its seed axis (overfit.compose.replicated): a job never sees another
+        raise ConfigError("sweep.replicates", f"got {replicates!r} for one run",
+                          "1, or with -m (overfit's grid sweeper) a whole number ≥ 1: the seeds of each point")
     wait = cfg.tracking.retry_seconds
     if not (isinstance(wait, (int, float)) and math.isfinite(wait) and 0 < wait <= MAX_RETRY_SECONDS):
         raise ConfigError("tracking.retry_seconds", f"got {wait!r}", f"a number of seconds in (0, {MAX_RETRY_SECONDS:g}]")
+    from overfit.tracking.models import MODES
+
+    if (mode := cfg.tracking.get("log_model", "best")) not in MODES:
+        raise ConfigError("tracking.log_model", f"got {mode!r}",
+                          "best (a single run and each sweep's winner), all (every finished point) or none")
 
 
 def check_groups(cfg: DictConfig) -> None:

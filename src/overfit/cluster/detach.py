@@ -51,7 +51,7 @@ def slurm_args(args: list[str], begin: str | None, flag: str) -> list[str]:
     if launcher not in (None, "slurm"):
         raise ConfigError(flag, f"needs the SLURM launcher, got hydra/launcher={launcher}", "hydra/launcher=slurm")
     need_slurm(flag)
-    out = args if launcher else ["hydra/launcher=slurm", *args]
+    out = args if launcher else [*args, "hydra/launcher=slurm"]  # after -m: Hydra's overrides come in one run
     return [*out, f"hydra.launcher.begin={begin}"] if begin else out
 
 

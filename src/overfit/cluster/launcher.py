@@ -104,7 +104,7 @@ class _Point:
 
         cfg = self.cfg
         tags = {**runs.Key.of(cfg).tags, **runs.component_tags(cfg), "overrides": " ".join(self.overrides),
-                runs.TAG_CHECKPOINT: str(self.directory / "checkpoints")}
+                runs.TAG_CHECKPOINT: str(self.directory / "checkpoints"), runs.TAG_POINT: runs.replicate_group(self.name)}
         run_id = runs.create(store, store.experiment(cfg.experiment_name), "point", self.name, tags, parent=parent)
         runs.log_config(store, run_id, cfg, self.overrides)
         return run_id

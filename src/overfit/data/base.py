@@ -99,6 +99,11 @@ class Dataset:
         """The noise-free function the targets sample, where it is known (pictures, bias–variance)."""
         return None
 
+    def grid(self) -> Tensor | None:
+        """Fixed inputs, spread as the test inputs are, where replicates' predictions meet the known true function
+        (the bias–variance decomposition); None where there is no such function."""
+        return None
+
     def describe(self) -> str:
         """A short name for the UI: the class, and the knobs that differ from their defaults."""
         return type(self).__name__

@@ -50,6 +50,11 @@ class Line(Dataset):
     def true_function(self) -> Callable[[Tensor], Tensor]:
         return lambda x: 0.5 * x + 2.0  # the exact fit the example is about
 
+    def grid(self) -> Tensor:
+        import torch
+
+        return torch.tensor([[10.0]])  # the test point itself
+
 
 class Xor(Dataset):
     """The syllabus's XOR points a, b, c, d, for train, val and test alike: the question is whether
@@ -111,16 +116,21 @@ class Polynomial(Dataset):
     def true_function(self) -> Callable[[Tensor], Tensor]:
         return CURVES[self.target]
 
+    def grid(self) -> Tensor:
+        """The test inputs: one fixed draw for every seed, so replicates' mean test error is exactly what
+        bias² + variance + the test set's noise add up to (σ² estimates that noise)."""
+        return self._draw(self.n_test, TEST_STREAM)[0]
+
+    def _draw(self, n: int, stream: int) -> tuple[Tensor, Tensor]:
+        import torch
+
+        gen = torch.Generator().manual_seed(stream)
+        x = self.x_min + (self.x_max - self.x_min) * torch.rand(n, 1, generator=gen)
+        return x, CURVES[self.target](x) + self.noise * torch.randn(n, 1, generator=gen)
+
     def load(self, seed: int) -> Splits:
         import torch
 
-        curve = CURVES[self.target]
         train, val = torch.randint(2**62, (2,), generator=torch.Generator().manual_seed(seed)).tolist()
-
-        def draw(n: int, stream: int) -> tuple[Tensor, Tensor]:
-            gen = torch.Generator().manual_seed(stream)
-            x = self.x_min + (self.x_max - self.x_min) * torch.rand(n, 1, generator=gen)
-            return x, curve(x) + self.noise * torch.randn(n, 1, generator=gen)
-
-        parts = [draw(n, s) for n, s in ((self.n_train, train), (self.n_val, val), (self.n_test, TEST_STREAM))]
+        parts = [self._draw(n, s) for n, s in ((self.n_train, train), (self.n_val, val), (self.n_test, TEST_STREAM))]
         return Splits(*parts[0], *parts[1], *parts[2], "regression", None, None)

@@ -57,6 +57,7 @@ class Target:
     num: int | None
     job_dir: Path
     checkpoints: Path | None = None
+    tags: dict[str, str] = field(default_factory=dict)  # more tags for a new run (an adaptive sweep's trial)
     key: runs.Key = field(init=False)
 
     def __post_init__(self) -> None:
@@ -250,7 +251,7 @@ class Claimer:
         cfg = target.cfg
         checkpoints = target.checkpoints or target.job_dir / CHECKPOINTS / uuid.uuid4().hex[:12]  # never another's
         tags = {**target.key.tags, **runs.component_tags(cfg), "overrides": " ".join(target.overrides),
-                runs.TAG_CHECKPOINT: str(checkpoints)}
+                runs.TAG_CHECKPOINT: str(checkpoints), runs.TAG_POINT: runs.replicate_group(target.name), **target.tags}
         return runs.create(self.store, self.experiment_id, "point", target.name, tags, parent=self.parent)
 
     def _new(self, target: Target, run_id: str) -> Claim:

@@ -30,7 +30,7 @@ from omegaconf import OmegaConf
 from overfit.interrupts import Interrupted, Signals
 from overfit.lifecycle.claim import CHECKPOINTS, WAIT_SECONDS, Claim, Claimer, Target
 from overfit.lifecycle.plan import Member
-from overfit.lifecycle.point import linker, remove_checkpoints, store_of
+from overfit.lifecycle.point import finish, linker, remove_checkpoints, store_of
 from overfit.tracking import runs
 from overfit.tracking.pointfile import PointResult
 from overfit.tracking.recorder import Record, Recorder
@@ -175,6 +175,7 @@ def _train_models(store: Store, targets: list[Target], folder: Path, group_id: s
     """One batched model over ``models``; the recorded ones end in their runs (results by target index)."""
     from overfit.training.fit import usable_checkpoint
     from overfit.training.resume import Resume
+    from overfit.training.trainer import check_machine
     from overfit.training.vectorized import load_splits, train_group
 
     cfgs = [OmegaConf.create(m.config) for m in models]
@@ -185,6 +186,7 @@ def _train_models(store: Store, targets: list[Target], folder: Path, group_id: s
         writer.open_run(c.result.run_id, c.logged)
     try:
         with Recorder(len(recorded), store.uri) as recorder:
+            check_machine(cfgs[0].trainer)  # in the job, where the work runs: its runs end FAILED saying why
             splits = load_splits(cfgs)
             trainer = cfgs[0].trainer
             resume = Resume(folder, signals, _Buffers(writer, [m.run_id for m in recorded]),
@@ -204,7 +206,7 @@ def _train_models(store: Store, targets: list[Target], folder: Path, group_id: s
                                           if key.startswith("test/") or key == "generalization_gap"},
                                point.cfg.trainer.max_epochs, now)
             writer.flush()
-            records = _records(store, targets, models, trained, splits)
+            records = _records(store, targets, models, trained, splits, writer)
             with signals.held(honour=False):  # a signal now: what is written stays, the rest is closed KILLED
                 done = recorder.record_all(records, signals)
             open_claims = [c for c, result in zip(open_claims, done) if result is None]
@@ -220,9 +222,9 @@ def _train_models(store: Store, targets: list[Target], folder: Path, group_id: s
         _close_killed(store, open_claims, exc)
         raise
     except Exception as exc:  # the whole group failed (not a divergence: that is one point's result)
-        for c in open_claims:
-            c.result.status, c.result.failure, c.result.reason = "FAILED", "error", f"{type(exc).__name__}: {exc}"
-            runs.end(store, c.result.run_id, "FAILED", "error", c.result.reason)
+        for m in recorded:  # each open run ends FAILED with the reason, and its job's point file says so
+            if m.claim in open_claims:
+                finish(store, m.claim.result, targets[m.index].job_dir, error=exc)  # type: ignore[union-attr, index]
         if cfgs[0].sweep.get("parent_run_id") is None:
             raise
         return {m.index: m.claim.result for m in recorded}  # type: ignore[misc, union-attr]
@@ -248,9 +250,18 @@ def _close_killed(store: Store, claims: list[Claim], exc: Interrupted) -> None:
 
 
 def _records(store: Store, targets: list[Target], models: list[_Model], trained: list[GroupResult],
-             splits: list[Splits]) -> list[Record]:
-    """What each recorded run still needs: its config files, its picture, its ending."""
+             splits: list[Splits], writer: MetricWriter) -> list[Record]:
+    """What each recorded run still needs: its config files, its picture and predictions, its ending."""
+    from overfit.lifecycle.pictures import LEARNING_KEY, LearningCanvas
+    from overfit.lifecycle.predictions import grid_file
+    from overfit.tracking.models import dataset_inputs, logs_model, weights
+    from overfit.training.parts import build
+
     pictures = _Pictures()
+    kept = [(m, point) for m, point in zip(models, trained) if m.claim is not None and point.diverged is None]
+    curves = {m.run_id: writer.curve(m.run_id) for m, _ in kept}
+    epochs = trained[0].cfg.trainer.max_epochs  # a group's members share their shape, epochs included
+    learning = LearningCanvas.over(list(curves.values()), epochs) if curves else None  # one pair of axes for all
     out = []
     try:
         for m, point, data in zip(models, trained, splits):
@@ -258,19 +269,28 @@ def _records(store: Store, targets: list[Target], models: list[_Model], trained:
                 continue
             target, result = targets[m.index], m.claim.result
             result.metrics = dict(point.metrics)
-            picture = None
+            shots: list[tuple[str, np.ndarray, int, bool]] = []
             if point.diverged is None:
                 result.status = "FINISHED"
-                shown = pictures.render(point, data, f"{target.name} · test error {point.metrics['test/error']:.4g}")
-                picture = None if shown is None else (shown[0], shown[1], point.cfg.trainer.max_epochs)
+                title = f"{target.name} · test error {point.metrics['test/error']:.4g}"
+                shown = pictures.render(point, data, title)
+                shots = [] if shown is None else [(shown[0], shown[1], epochs, True)]
+                assert learning is not None
+                shots.append((LEARNING_KEY, learning.pixels(curves[m.run_id], title), epochs, False))
             else:
                 error = point.error()
                 result.status, result.failure, result.reason = "FAILED", "diverged", f"{type(error).__name__}: {error}"
             files = {"config.yaml": OmegaConf.to_yaml(target.cfg, resolve=True),
                      "overrides.txt": "\n".join(target.overrides) + "\n"}
-            out.append(Record(store.uri, store.deadline, files, picture, result, str(target.job_dir)))
+            if point.diverged is None:
+                files.update(grid_file(point.net, build(point.cfg).dataset, len(data.y_test), point.cfg))
+                files.update(weights(point.net, point.learner.loss, data))  # model/: the member as a single network
+            out.append(Record(store.uri, store.deadline, files, shots, result, str(target.job_dir),
+                              dataset_inputs(target.cfg, data), point.diverged is None and logs_model(target.cfg)))
     finally:
         pictures.close()
+        if learning is not None:
+            learning.close()
     return out
 
 

@@ -1,14 +1,17 @@
-"""The one picture a run keeps: the fitted curve or a confusion matrix, logged as an MLflow image.
+"""The pictures a run keeps, logged as MLflow images: the fitted curve or a confusion matrix, and its
+learning curve (train and validation error against the epoch, log axes).
 
 Each is titled with the run's point and its test result, so that MLflow's image grid and
 compare views, which set the children's pictures side by side, say which is which and which
-is better without a click.
+is better without a click. MLflow's own metric charts group keys by prefix (train/ apart
+from val/) on linear axes; the learning curve shows the two together where over-fitting
+shows: the validation error turning up while the training error keeps falling.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -21,14 +24,25 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from overfit.tracking import runs
-from overfit.tracking.curves import SPLIT_STYLE
+from overfit.tracking.curves import SPLIT_STYLE, log_ticks, number
 from overfit.tracking.store import Store
+from overfit.tracking.writer import CURVE_KEYS
 
 if TYPE_CHECKING:
     from overfit.data.base import Splits
     from overfit.training.module import Learner
 
 TRUTH_LABEL = "true function"
+
+
+def canvas_figure() -> tuple[Figure, Any]:
+    """A figure of its own (not pyplot's: a sweep over many seeds keeps one canvas per dataset open at once,
+    and pyplot would hold every one of them and warn), with one pair of axes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figure = Figure(figsize=(6, 4.3))
+    FigureCanvasAgg(figure)
+    return figure, figure.subplots()
 
 
 class FitCanvas:
@@ -44,7 +58,7 @@ class FitCanvas:
         # point says nothing about the study, and would read as over-fitting where there is none.
         lo, hi = splits.x_train.min().item(), splits.x_train.max().item()
         self.grid = torch.linspace(lo, hi, 400).unsqueeze(1)
-        self.figure, self.ax = plt.subplots(figsize=(6, 4.3))
+        self.figure, self.ax = canvas_figure()
         self.figure.subplots_adjust(left=0.11, right=0.98, bottom=0.12, top=0.91)  # fixed: no layout pass per model
         ax = self.ax
         few = len(splits.x_test) <= 50  # the line example's one test point must show; a thousand must not hide the fit
@@ -93,7 +107,88 @@ class FitCanvas:
         return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
     def close(self) -> None:
-        plt.close(self.figure)
+        self.figure.clear()
+
+
+Curve = dict[str, tuple[list[int], list[float]]]  # key → (steps, values), as the metric writer keeps them
+LEARNING_KEY = "learning_curve"
+
+
+class LearningCanvas:
+    """Learning-curve pictures on shared axes: epochs 1…``epochs`` and errors ``lo``…``hi``, both log scale.
+
+    The runs of one group share the axes (so their pictures compare at a glance) and the
+    drawn background; each run adds only its two lines and title (:meth:`pixels`).
+    """
+
+    def __init__(self, epochs: int, lo: float, hi: float) -> None:
+        from matplotlib.ticker import FuncFormatter
+
+        self.figure, self.ax = canvas_figure()
+        self.figure.subplots_adjust(left=0.13, right=0.98, bottom=0.12, top=0.91)
+        ax = self.ax
+        ax.set_xscale("log")
+        ax.set_xlim(1, max(epochs, 2))
+        if lo > 0 and hi > lo:
+            ax.set_yscale("log")
+            ax.set_ylim(lo / 1.15, hi * 1.15)
+            log_ticks(ax.yaxis, lo, hi)
+            ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, pos: ""))
+        else:
+            ax.set_ylim(lo - 0.05 * (abs(lo) or 1), hi + 0.05 * (abs(hi) or 1))
+        ax.xaxis.set_major_formatter(FuncFormatter(number))
+        ax.set(xlabel="epoch", ylabel="error")
+        ax.grid(alpha=0.3)
+        ax.grid(which="minor", alpha=0.1)
+        self.lines = {}
+        for key in CURVE_KEYS:
+            split = key.split("/")[0]
+            style = SPLIT_STYLE[split]
+            (self.lines[key],) = ax.plot([], [], color=style["color"], linestyle=style["linestyle"] if split != "train"
+                                         else "-", lw=1.8, label=f"{'validation' if split == 'val' else split} error")
+        ax.legend(loc="upper right", fontsize=8)
+        self._background = None
+
+    @classmethod
+    def over(cls, curves: list[Curve], epochs: int) -> LearningCanvas:
+        """A canvas whose axes hold every one of ``curves`` (finite values only)."""
+        values = [v for c in curves for _, vs in c.values() for v in vs if np.isfinite(v)]
+        positive = [v for v in values if v > 0]
+        lo = min(positive) if positive and len(positive) == len(values) else min(values, default=0.0)
+        return cls(epochs, lo, max(values, default=1.0))
+
+    def _show(self, curve: Curve, title: str) -> None:
+        for key, line in self.lines.items():
+            steps, values = curve.get(key, ([], []))
+            line.set_data(steps, values)
+        self.ax.set_title(title, fontsize=11)
+
+    def pixels(self, curve: Curve, title: str) -> np.ndarray:
+        """RGB pixels of ``curve``'s picture: the saved background, then its lines and title."""
+        canvas = self.figure.canvas
+        if self._background is None:
+            for artist in (*self.lines.values(), self.ax.title):
+                artist.set_animated(True)
+            canvas.draw()
+            self._background = canvas.copy_from_bbox(self.figure.bbox)
+        self._show(curve, title)
+        canvas.restore_region(self._background)
+        for line in self.lines.values():
+            self.ax.draw_artist(line)
+        self.ax.draw_artist(self.ax.title)
+        return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+    def close(self) -> None:
+        self.figure.clear()
+
+
+def learning_curve(curve: Curve, title: str, epochs: int) -> np.ndarray:
+    """One run's learning-curve picture as RGB pixels (a canvas of its own)."""
+    canvas = LearningCanvas.over([curve], epochs)
+    try:
+        return canvas.pixels(curve, title)
+    finally:
+        canvas.close()
 
 
 def fitted_curve(net: nn.Module, splits: Splits, title: str,
@@ -140,13 +235,15 @@ def pixels(fig: Figure) -> np.ndarray:
     return rgb
 
 
-def log_pixels(store: Store, run_id: str, key: str, rgb: np.ndarray, step: int) -> None:
-    """As ``<key>.png`` to look at, and as an MLflow image (key, step) so the UI sets them side by side."""
+def log_pixels(store: Store, run_id: str, key: str, rgb: np.ndarray, step: int, file: bool = True) -> None:
+    """As an MLflow image (key, step) so the UI sets them side by side, and (``file``) as ``<key>.png``
+    among the run's files, where reports find it."""
     import io
 
     from PIL import Image
 
-    png = io.BytesIO()
-    Image.fromarray(rgb).save(png, format="png")
-    runs.log_files(store, run_id, {f"{key}.png": png.getvalue()})
+    if file:
+        png = io.BytesIO()
+        Image.fromarray(rgb).save(png, format="png")
+        runs.log_files(store, run_id, {f"{key}.png": png.getvalue()})
     store.call("log_image", run_id, rgb, key=key, step=step)

@@ -83,7 +83,7 @@ def finish(store: Store, result: PointResult, job_dir: Path, checkpoints: Path |
 
 
 def run_point(cfg: DictConfig, overrides: list[str], job_dir: Path, name: str | None = None,
-              job_num: int | None = None) -> PointResult:
+              job_num: int | None = None, tags: dict[str, str] | None = None) -> PointResult:
     """Train one point into its one MLflow run (or reuse a finished one); returns how it ended.
 
     In a sweep (``cfg.sweep.parent_run_id`` set) a failing point ends FAILED and
@@ -91,11 +91,9 @@ def run_point(cfg: DictConfig, overrides: list[str], job_dir: Path, name: str | 
     after the run is closed (KILLED) or parked for SLURM's requeue (SCHEDULED).
     """
     from overfit.training.fit import fit
-
     from overfit.training.trainer import check_machine
 
     validate(cfg)
-    check_machine(cfg.trainer)  # where the work runs: a job on a GPU node, not the login node that submitted it
     name = name or runs.point_name(overrides)
     if _rank() > 0:  # another device's process of a multi-device run: rank 0 records it
         with Signals() as signals:
@@ -106,7 +104,7 @@ def run_point(cfg: DictConfig, overrides: list[str], job_dir: Path, name: str | 
         signals.hooks.append(lambda stop: store.hurry(CLOSE_SECONDS, stop))  # a signal: stop waiting for the store
         claimer = Claimer(store, store.experiment(cfg.experiment_name), parent, cfg.sweep.rerun,
                           on_reused=linker(store, parent), signals=signals)
-        (claimed,) = claimer.claim([Target(cfg, overrides, name, job_num, job_dir)])
+        (claimed,) = claimer.claim([Target(cfg, overrides, name, job_num, job_dir, tags=tags or {})])
         if claimed is None:  # a signal came while it waited for another process's result
             signals.check()
         assert claimed is not None
@@ -116,12 +114,17 @@ def run_point(cfg: DictConfig, overrides: list[str], job_dir: Path, name: str | 
             return result
         try:
             signals.check()
+            check_machine(cfg.trainer)  # where the work runs (a GPU node, not the login node): FAILED saying why
             result.metrics = _train(store, cfg, claimed.checkpoints, result.run_id, claimed.logged, signals, name)
         except Interrupted as exc:
             store.hurry(CLOSE_SECONDS)
             _interrupted(store, result, exc, signals, job_dir)
             raise
-        except StoreError:
+        except StoreError as exc:
+            if signals.received:  # the signal cut the wait for an absent store short: the signal ended the run
+                stopped = Interrupted(signals.received)
+                _interrupted(store, result, stopped, signals, job_dir)
+                raise stopped from exc
             raise  # the store is away: nobody can record anything; the next attempt resumes the run
         except Exception as exc:
             finish(store, result, job_dir, error=exc)
@@ -138,8 +141,11 @@ def run_point(cfg: DictConfig, overrides: list[str], job_dir: Path, name: str | 
 def _train(store: Store, cfg: DictConfig, checkpoints: Path, run_id: str, logged: dict[str, int], signals: Signals,
            name: str) -> dict[str, float]:
     """Fit into the run: per-epoch metrics as it trains, then the test metrics and the picture."""
-    from overfit.lifecycle.pictures import log_pixels, picture, pixels
+    from overfit.lifecycle.pictures import LEARNING_KEY, learning_curve, log_pixels, picture, pixels
+    from overfit.errors import Diverged
+    from overfit.lifecycle.predictions import grid_file
     from overfit.training.parts import build
+    from overfit.tracking import models
     from overfit.tracking.logger import RunLogger
     from overfit.tracking.writer import MetricWriter
     from overfit.training.fit import fit
@@ -161,15 +167,25 @@ def _train(store: Store, cfg: DictConfig, checkpoints: Path, run_id: str, logged
         except StoreError:
             pass
         raise
-    except BaseException:  # a diverged or failed run keeps the history it had
+    except BaseException as exc:  # a diverged or failed run keeps the history it had
         logger.flush()
+        if isinstance(exc, Diverged):  # and its datasets (a diverged point is a result)
+            models.log_inputs(store, run_id, models.dataset_inputs(cfg, build(cfg).dataset.load(cfg.seed)))
         raise
     finally:
         writer.close()
-    shown = picture(fitted.learner, fitted.splits, f"{name} · test error {final['test/error']:.4g}",
-                    build(cfg).dataset.true_function())
+    dataset = build(cfg).dataset
+    title = f"{name} · test error {final['test/error']:.4g}"
+    shown = picture(fitted.learner, fitted.splits, title, dataset.true_function())
+    epochs = cfg.trainer.max_epochs
     if shown is not None:
-        log_pixels(store, run_id, shown[0], pixels(shown[1]), cfg.trainer.max_epochs)
+        log_pixels(store, run_id, shown[0], pixels(shown[1]), epochs)
+    log_pixels(store, run_id, LEARNING_KEY, learning_curve(writer.curve(run_id), title, epochs), epochs, file=False)
+    predictions = grid_file(fitted.learner.net, dataset, len(fitted.splits.y_test), cfg)
+    if predictions:
+        runs.log_files(store, run_id, predictions)
+    # Its weights (model/), datasets (log_inputs) and, as tracking.log_model says, its LoggedModel.
+    models.record_point(store, run_id, cfg, fitted.learner.net, fitted.learner.loss, fitted.splits)
     return final
 
 

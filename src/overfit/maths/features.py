@@ -48,6 +48,8 @@ class Features:
 
     per_point: ClassVar[tuple[str, ...]] = ()  # knobs the vectorized trainer takes per point: none
     fixed: ClassVar[bool] = True  # no trainable parameters: the vectorized trainer computes Φ once per point
+    # Knobs that set capacity, and which way is simpler ("lower" / "higher"): the one-standard-error rule asks.
+    simpler: ClassVar[dict[str, str]] = {}
 
     def check(self, d: int | None = None, rows: int | None = None, memory: int | None = None,
               standardized: bool = False) -> None:
@@ -134,6 +136,7 @@ class Polynomial(Features):
     # Each point's map is computed once, on its own data, and zero-padded to the widest: a batched group
     # may mix orders and bases.
     per_point: ClassVar[tuple[str, ...]] = ("order", "basis")
+    simpler: ClassVar[dict[str, str]] = {"order": "lower"}
 
     def __init__(self, order: int = 3, basis: str = "orthonormal") -> None:
         self.order = order

@@ -45,6 +45,7 @@ class Regularizer:
 
     per_point: ClassVar[tuple[str, ...]] = ("strength",)
     projects: ClassVar[bool] = False
+    simpler: ClassVar[dict[str, str]] = {"strength": "higher"}  # a larger λ shrinks the weights more
 
     def __init__(self, strength: float = 0.0) -> None:
         self.strength = strength
@@ -153,6 +154,7 @@ class MaxNorm(Regularizer):
     strength = 0.0  # no penalty: λ·R is never added
     per_point: ClassVar[tuple[str, ...]] = ()
     projects: ClassVar[bool] = True
+    simpler: ClassVar[dict[str, str]] = {"c": "lower"}  # a tighter bound on every row
 
     def __init__(self, c: float = 3.0) -> None:
         self.c = c

@@ -67,6 +67,12 @@ def _check_kinds(pipeline: Pipeline, stage: Stage) -> None:
     at = f"{stage.needs_where}: stages.{stage.name}.needs"
     if stage.kind == "select" and (not kinds or any(k not in SWEEPS for k in kinds)):
         raise ConfigError(at, "a select stage needs one or more sweep or search stages", of_kind(stages, *SWEEPS))
+    if stage.kind == "select" and stage.rule == "one_se":
+        single = [n for n in stage.needs if stages[n].replicates < 2 and not any(a.key == "seed" for a in stages[n].axes)]
+        if single:
+            raise ConfigError(f"{stage.where}: stages.{stage.name}.rule", f"one_se needs replicates, but "
+                              f"{', '.join(repr(n) for n in single)} trains each point once",
+                              "replicates: N (N ≥ 2) on the sweep, or rule: min")
     if stage.kind == "evaluate" and kinds.count("select") != 1:
         raise ConfigError(at, "an evaluate stage needs exactly one select stage", of_kind(stages, "select"))
     if stage.kind == "report" and not kinds:

@@ -47,6 +47,17 @@ class Job:
         return self.overrides.get("hydra/launcher", "hydra/launcher=basic").split("=", 1)[1]
 
 
+def _seed(o: Override | None) -> int:
+    """A seed override's value, or conf/train.yaml's default seed."""
+    if o is not None and re.fullmatch(r"\d+", o.value.strip()):
+        return int(o.value)
+    from omegaconf import OmegaConf
+
+    from overfit import paths
+
+    return int(OmegaConf.load(paths.config_dir() / "train.yaml").seed)
+
+
 def point_key(key: str) -> str:
     """How a sweep's points name an axis: a group (``loss``) by its option's name (``loss.name``)."""
     return f"{key}.name" if key in GROUPS else key
@@ -104,9 +115,33 @@ class Planner:
             resolved = tuple(resolve_text(Override(f"{a.key}={v}", a.where, a.path), chosen).value for v in a.values)
             axes.append(Axis(a.key, resolved, a.where, a.path))
         fixed = merge(base, search, own, self.cli, [self.experiment])
+        seeds = self._replicates(stage, fixed) if "seed" not in cli_keys else None
+        if seeds is not None:
+            axes.append(seeds)
         for a in axes:
             fixed.pop(a.key, None)
         return fixed, axes
+
+    def _replicates(self, stage: Stage, fixed: dict[str, Override]) -> Axis | None:
+        """A stage's ``replicates: N`` as its seed axis: a sweep's seeds from its own seed on; an evaluation's
+        the next N after every seed the pipeline's sweeps used, so the selection is tested on new draws."""
+        if stage.replicates < 2:
+            return None
+        where, path = stage.where, f"stages.{stage.name}.replicates"
+        start = _seed(fixed.get("seed"))
+        if stage.kind == "evaluate":
+            start = 1 + max((seed for s in self.pipeline.stages.values() if s.kind in graph.SWEEPS
+                             for seed in self._seeds_of(s)), default=start - 1)
+        return Axis("seed", tuple(str(s) for s in range(start, start + stage.replicates)), where, path)
+
+    def _seeds_of(self, stage: Stage) -> list[int]:
+        """The seeds a sweep stage trains with: its seed axis, its replicates, or its one seed."""
+        fixed = merge(list(self.pipeline.overrides), stage.overrides, self.cli)
+        axis = next((a for a in stage.axes if a.key == "seed"), None)
+        if axis is not None:
+            return [int(v) for v in axis.values if re.fullmatch(r"\d+", v)]
+        start = _seed(fixed.get("seed"))
+        return list(range(start, start + stage.replicates))
 
     def task_args(self, stage: Stage, chosen: dict[str, Job]) -> list[str]:
         """What ``overfit train -m`` gets for this stage: fixed overrides, then the axes."""

@@ -29,6 +29,9 @@ from matplotlib.figure import Figure  # noqa: E402
 from overfit.pipeline.results import Evaluation, Result, Selection, SweepResult, point_label  # noqa: E402
 from overfit.tracking.curves import curve_figure, y_axis  # noqa: E402
 from overfit.tracking.points import SPLITS, Point, best, ordered  # noqa: E402
+from overfit.tracking.replicates import Cell  # noqa: E402
+from overfit.tracking.report import decomposition_figures as report_figures, decomposition_lines  # noqa: E402
+from overfit.tracking.runs import REPLICATE_KEY  # noqa: E402
 
 if TYPE_CHECKING:
     from overfit.pipeline.spec import Pipeline, Stage
@@ -51,14 +54,38 @@ def _values(result: SweepResult, key: str) -> list[str]:
     return ordered([p.values[key] for p in result.points if key in p.values], result.order.get(key))
 
 
+def _cells(result: SweepResult) -> list[Cell] | None:
+    """A sweep's cells when it has replicates (its comparison's), else None."""
+    c = result.comparison
+    return c.cells if c is not None and c.replicated else None
+
+
 def sweep_figure(result: SweepResult, selection: Selection | None) -> Figure | None:
-    """Error on the three splits against the sweep's first knob, the selected point starred."""
-    if not result.keys:
+    """Error on the three splits against the sweep's first knob (with replicates: mean and 95 % band), the selected
+    point starred, the one-standard-error choice marked beside it."""
+    keys = [k for k in result.keys if k != REPLICATE_KEY]
+    if not keys:
         return None
-    chosen = selection.point if selection is not None and selection.sweep == result.stage.name else None
+    ours = selection is not None and selection.sweep == result.stage.name
     label = f"selected by {selection.stage.metric}" if selection is not None else ""
-    return curve_figure(result.points, result.keys[0], result.keys[1:], chosen, label,
-                        name=result.stage.name, order=result.order.get(result.keys[0]))
+    cells = _cells(result)
+    if cells is not None:
+        assert result.comparison is not None
+        chosen = selection.cell if ours and selection is not None else None
+        if selection is not None:
+            label = f"selected ({'one-SE rule' if selection.stage.rule == 'one_se' else 'lowest mean'})"
+        second = result.comparison.one_se if chosen is None or result.comparison.one_se is not chosen else None
+        return curve_figure(cells, keys[0], keys[1:], chosen, label, name=result.stage.name,
+                            order=result.order.get(keys[0]), second=second)
+    chosen = selection.point if ours and selection is not None else None
+    return curve_figure(result.points, keys[0], keys[1:], chosen, label,
+                        name=result.stage.name, order=result.order.get(keys[0]))
+
+
+def decomposition_figures(result: SweepResult) -> dict[str, Figure]:
+    """With replicates on data whose true function is known: bias², variance and noise against each knob."""
+    c = result.comparison
+    return report_figures(c) if c is not None and c.decomposed else {}
 
 
 def history_figure(result: SweepResult, metric: str, store: Store) -> Figure | None:
@@ -125,7 +152,9 @@ def conclusions(results: dict[str, Result], names: list[str]) -> list[str]:
     names = sorted(names, key=lambda n: next((i for i, k in enumerate(kinds) if isinstance(results.get(n), k)), 3))
     for name in names:
         r = results.get(name)
-        if isinstance(r, Selection):
+        if isinstance(r, Selection) and r.cell is not None:
+            out.append(_cell_selection(r, results))
+        elif isinstance(r, Selection):
             kind = results[r.sweep].stage.kind
             out.append(f"<b>{html.escape(r.stage.name)}</b>: selected <b>{html.escape(r.label)}</b> from {kind} "
                        f"'{html.escape(r.sweep)}' by {r.stage.mode} {html.escape(r.stage.metric)} = {r.value:.4g}; "
@@ -137,12 +166,67 @@ def conclusions(results: dict[str, Result], names: list[str]) -> list[str]:
                 parts.append(f"test accuracy {m['test/acc']:.4g}")
             parts.append(f"train error {_fmt(m.get('train/error', math.nan))}, val error {_fmt(m.get('val/error', math.nan))}")
             n = len([p for p in r.result.points if p.finished])
-            runs = f" (mean of {n} runs, ± {r.spread.get('test/error', 0):.2g})" if n > 1 else ""
+            runs = (f" (mean of {n} runs on new seeds, 95 % CI ± {r.spread.get('test/error', math.nan):.2g})"
+                    if n > 1 else "")
             out.append(f"<b>{html.escape(r.stage.name)}</b>: the selected config ({html.escape(r.selection.label)}) "
                        f"has {', '.join(parts)}{runs}.")
+        elif isinstance(r, SweepResult) and _cells(r) is not None:
+            out.append(_cells_sentence(name, r))
         elif isinstance(r, SweepResult):
             out.append(_sweep_sentence(name, r))
     return out
+
+
+def _cell_selection(r: Selection, results: dict[str, Result]) -> str:
+    """The chosen point with its interval, and — when they differ — what the other rule would choose."""
+    assert r.cell is not None
+    sweep = results[r.sweep]
+    assert isinstance(sweep, SweepResult) and sweep.comparison is not None
+    found = r.cell.stat(r.stage.metric)
+    interval = f"{found.text()} (mean ± 95 % CI over {found.n} seeds)" if found is not None else f"{r.value:.4g}"
+    rule = "the one-standard-error rule on" if r.stage.rule == "one_se" else f"{r.stage.mode} mean"
+    text = (f"<b>{html.escape(r.stage.name)}</b>: selected <b>{html.escape(r.label)}</b> from sweep "
+            f"'{html.escape(r.sweep)}' by {rule} {html.escape(r.stage.metric)} = {html.escape(interval)}; its test "
+            f"error {html.escape(r.cell.text('test'))}.")
+    c = sweep.comparison
+    other = c.one_se if r.stage.rule == "min" else c.chosen
+    if other is not None and other is not r.cell:
+        which = "The one-standard-error rule would choose" if r.stage.rule == "min" else "The lowest mean is"
+        text += (f" {which} {html.escape(other.label)} (val error {html.escape(other.text('val'))}, test error "
+                 f"{html.escape(other.text('test'))}).")
+    elif other is not None and r.stage.rule == "min":
+        text += " The one-standard-error rule chooses the same point."
+    overlapping = [x for x in c.cells if x is not r.cell and (b := x.band("val")) and (m := r.cell.band("val"))
+                   and b[0] <= m[1] and m[0] <= b[1]]
+    if overlapping:
+        text += (f" Its validation interval overlaps those of {len(overlapping)} other point(s) "
+                 f"({html.escape(', '.join(x.label for x in overlapping[:4]))}{', ...' if len(overlapping) > 4 else ''})"
+                 ": the data cannot tell them apart at this number of seeds.")
+    return text
+
+
+def _cells_sentence(name: str, r: SweepResult) -> str:
+    """With replicates: where the mean test error is lowest, the trend along the first knob, bias and variance."""
+    cells = _cells(r)
+    assert cells is not None and r.comparison is not None
+    done = [c for c in cells if math.isfinite(c.error("test"))]
+    text = f"<b>{html.escape(name)}</b> ({len(cells)} points × {r.comparison.seeds} seeds): "
+    if not done:
+        return text + "no point finished."
+    lo = min(done, key=lambda c: c.error("test"))
+    text += f"lowest mean test error {html.escape(lo.text('test'))} at {html.escape(lo.label)}"
+    keys = [k for k in r.keys if k != REPLICATE_KEY]
+    if len(keys) == 1 and all(_float(c.values[keys[0]]) is not None for c in done) and len(done) > 1:
+        line = sorted(done, key=lambda c: float(c.values[keys[0]]))
+        first, last = line[0], line[-1]
+        text += (f"; as {html.escape(keys[0])} goes {first.values[keys[0]]} → {last.values[keys[0]]}, mean train "
+                 f"error {first.error('train'):.4g} → {last.error('train'):.4g}, mean test error "
+                 f"{first.error('test'):.4g} → {last.error('test'):.4g}")
+        if first.decomposition is not None and last.decomposition is not None:
+            text += (f"; bias² {first.decomposition.bias2:.3g} → {last.decomposition.bias2:.3g}, variance "
+                     f"{first.decomposition.variance:.3g} → {last.decomposition.variance:.3g}")
+    text += ". " + " ".join(html.escape(line) for line in decomposition_lines(r.comparison))
+    return text.rstrip()
 
 
 def _sweep_sentence(name: str, r: SweepResult) -> str:
@@ -209,6 +293,36 @@ def table(result: SweepResult, selection: Selection | None) -> str:
             + "</table>")
 
 
+def cell_table(result: SweepResult, selection: Selection | None) -> str:
+    """With replicates: one row per point, mean ± 95 % half-width over its seeds; bias² and variance where known."""
+    cells = _cells(result)
+    assert cells is not None and result.comparison is not None
+    keys = [k for k in result.keys if k != REPLICATE_KEY]
+    decomposed = result.comparison.decomposed
+    rule = result.comparison.one_se
+    head = ([k.removesuffix(".name") for k in keys] + ["n"] + [f"{s} error" for s in SPLITS]
+            + (["bias²", "variance", "σ²"] if decomposed else []) + ["outcome"])
+    rows = []
+    for c in cells:
+        chosen = selection is not None and selection.cell is c
+        values = [html.escape(c.values.get(k, "")) for k in keys]
+        if values:
+            values[0] = ("★ " if chosen else "") + ("◆ " if rule is c else "") + values[0]
+        values += [str(c.n)] + [html.escape(c.text(s)) for s in SPLITS]
+        if decomposed:
+            d = c.decomposition
+            values += [_fmt(d.bias2), _fmt(d.variance), _fmt(d.noise)] if d is not None else ["", "", ""]
+        failed = [p for p in c.replicates if not p.finished]
+        outcome = f"{c.n} finished" + (f", <span class=bad>{len(failed)} did not</span>" if failed else "")
+        rows.append(f"<tr{' class=sel' if chosen else ''}>" + "".join(f"<td>{v}</td>" for v in values)
+                    + f"<td>{outcome}</td></tr>")
+    legend = ("<p class=meta>★ selected" + (", ◆ one-standard-error rule" if rule is not None else "")
+              + "; errors are the mean ± 95 % CI half-width (Student t) over seeds; every run is in the sweep's "
+              "<code>report/runs.csv</code>.</p>")
+    return ("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>" + "".join(rows)
+            + "</table>" + legend)
+
+
 CSS = """body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222}
 h1{margin-bottom:.2em} .desc{font-size:1.05em;line-height:1.5;color:#333}
 .conclusion{background:#f4f8ee;border-left:5px solid #6a9f2a;padding:.6em 1.2em;margin:1em 0}
@@ -254,6 +368,8 @@ def write(pipeline: Pipeline, stage: Stage, results: dict[str, Result], out: Pat
         body.append(f"<p class=meta>axes: <code>{html.escape(shown or '—')}</code>; parent run "
                     f"<code>{sweep.parent_run_id}</code>; {sweep.seconds:.1f} s</p>")
         figure(sweep_figure(sweep, selection), f"{name}_curves.png", f"generalization: {name}")
+        for file, fig in decomposition_figures(sweep).items():
+            figure(fig, f"{name}_{file}", f"bias–variance decomposition: {name}")
         for metric in [] if isinstance(r, Evaluation) else stage.history:
             figure(history_figure(sweep, metric, store), f"{name}_history_{metric.replace('/', '_')}.png",
                    f"{metric} during training: {name}")
@@ -270,7 +386,7 @@ def write(pipeline: Pipeline, stage: Stage, results: dict[str, Result], out: Pat
                             f"{base64.b64encode(data).decode()}'><figcaption class=meta>{html.escape(caption)}"
                             f"</figcaption></figure>")
             body.append("</div>")
-        body.append(table(sweep, selection))
+        body.append(cell_table(sweep, selection) if _cells(sweep) is not None else table(sweep, selection))
     title = stage.title or f"{pipeline.name}"
     bullets = "".join(f"<li>{c}</li>" for c in conclusions(results, stage.needs))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from overfit.pipeline.plan import Job
 from overfit.pipeline.spec import Stage
 from overfit.tracking.points import Point
+from overfit.tracking.replicates import Cell
+from overfit.tracking.report import Comparison
 
 
 def point_label(point: Point, keys: list[str]) -> str:
@@ -25,6 +27,7 @@ class SweepResult:
     jobs: list[Job]  # the jobs composed for it (a search: the ends of its intervals)
     seconds: float
     order: dict[str, list[str]] = field(default_factory=dict)  # key → values in the file's order
+    comparison: Comparison | None = None  # what the sweep's report compared: with replicates, its cells
 
     @property
     def diverged(self) -> list[Point]:
@@ -45,11 +48,12 @@ class Selection:
     job: Job
     value: float
     label: str
+    cell: Cell | None = None  # with replicates: the chosen point's replicates (``point`` is one of them)
 
 
 @dataclass
 class Evaluation:
-    """The selected config's runs (one per evaluate point) and their mean metrics."""
+    """The selected config's runs (one per evaluate point), their mean metrics and 95 % half-widths."""
 
     stage: Stage
     selection: Selection

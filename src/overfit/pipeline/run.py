@@ -5,9 +5,11 @@ The pipeline run is created through :func:`overfit.tracking.runs.create` (kind
 the file as an artifact. Each sweep, search and evaluate stage is one
 :func:`overfit.app.sweep` nested beneath it and named ``"<stage>: <what>"``; its
 points reuse finished runs with the same reuse key. A select stage picks with
-:func:`overfit.tracking.points.best`, the one rule for "the best point". The
-result's metrics sit on the pipeline run under their plain names (``test/error``,
-...); with several evaluate stages each key ends in ``_<stage>``. The run ends
+:func:`overfit.tracking.points.best`, the one rule for "the best point" — or, for a
+sweep with replicates, among its cells by mean (``rule: min``) or by the one-standard-error
+rule (``rule: one_se``, :mod:`overfit.tracking.replicates`). The result's metrics sit on the
+pipeline run under keys of their own (``selected/test/error``, ``evaluated/test/error``);
+with several reporting stages each key ends in ``_<stage>``. The run ends
 FINISHED when every stage ran (diverged points are results, not failures),
 FAILED with the reason when a stage raised, KILLED on Ctrl-C or SIGTERM.
 """
@@ -15,7 +17,6 @@ FAILED with the reason when a stage raised, KILLED on Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import re
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,8 +30,10 @@ from overfit.pipeline.plan import Job, Planner, point_key, prepare
 from overfit.pipeline.results import Evaluation, Result, Selection, SweepResult, point_label
 from overfit.pipeline.spec import TAG, Pipeline, Stage
 from overfit.sweeping.driver import launcher_config
-from overfit.tracking import runs, ui
+from overfit.tracking import models, replicates, runs, ui
 from overfit.tracking.points import SPLITS, Point, best
+from overfit.tracking.replicates import Cell
+from overfit.tracking.stats import summarize
 from overfit.tracking.store import Store, StoreError, store_for
 from overfit.tracking.sweeps import axes as swept, sweep_name
 
@@ -44,6 +47,7 @@ class Runner:
         self.pipeline, self.planner, self.store, self.run_id = pipeline, planner, store, run_id
         self.results: dict[str, Result] = {}
         self.report: Path | None = None
+        self.models: dict[str, str] = {}  # select stage → the registry URI of the model it chose
         stages = pipeline.ordered()
         self.headline = [s.name for s in stages if s.kind == "evaluate"] or [s.name for s in stages if s.kind == "select"]
 
@@ -60,7 +64,8 @@ class Runner:
         order = {} if stage.kind == "search" else {k: [v.strip("'") for v in a.values] for k, a in zip(keys, axes)}
         outcome = app.sweep(self.planner.task_args(stage, chosen), nest_under=self.run_id, name=f"{stage.name}: {what}",
                             label=f"stage {index}/{count} '{stage.name}': ")
-        result = SweepResult(stage, outcome.parent_run_id, keys, outcome.points, jobs, time.monotonic() - start, order)
+        result = SweepResult(stage, outcome.parent_run_id, keys, outcome.points, jobs, time.monotonic() - start, order,
+                             outcome.comparison)
         trained = sum(not p.reused for p in result.points)
         extra = "".join(f", {len(x)} {w}" for x, w in ((result.diverged, "diverged"), (result.failed, "failed")) if x)
         print(f"[overfit] stage {index}/{count} '{stage.name}' done: {len(result.points)} points ({trained} ran, "
@@ -72,28 +77,67 @@ class Runner:
         _, axes = self.planner.stage_overrides(stage, self.chosen_for(stage))
         return sweep_name(swept([a.override().text for a in axes]))
 
-    def select(self, stage: Stage, index: int, count: int) -> Selection:
-        candidates: list[tuple[str, Point]] = []
+    def candidates(self, stage: Stage) -> list[tuple[str, Point | Cell]]:
+        """What a select stage chooses among: each sweep's points, or with replicates its cells."""
+        found: list[tuple[str, Point | Cell]] = []
         for n in stage.needs:
             result = self.results[n]
             assert isinstance(result, SweepResult)
-            candidates += [(n, p) for p in result.points]
-        chosen = best([p for _, p in candidates], stage.metric, stage.mode)
-        if chosen is None:
+            c = result.comparison
+            found += [(n, cell) for cell in c.cells] if c is not None and c.replicated else [(n, p) for p in result.points]
+        return found
+
+    def choose(self, stage: Stage, candidates: list[tuple[str, Point | Cell]]) -> Point | Cell | None:
+        """The stage's rule: the best (mean) metric, or the simplest cell within one standard error of it."""
+        rows = [c for _, c in candidates]
+        if not any(isinstance(c, Cell) for c in rows):
+            return best(rows, stage.metric, stage.mode)  # type: ignore[arg-type]
+        cells = [c for c in rows if isinstance(c, Cell)]
+        if stage.rule == "min":
+            return replicates.lowest(cells, stage.metric, stage.mode)
+        simpler: dict[str, str] = {}
+        for n in stage.needs:
+            result = self.results[n]
+            assert isinstance(result, SweepResult) and result.comparison is not None
+            simpler.update(result.comparison.simpler)
+        chosen = replicates.one_standard_error(cells, simpler, stage.metric, stage.mode)
+        if chosen is None and replicates.lowest(cells, stage.metric, stage.mode) is not None:
+            raise ConfigError(f"{stage.where}: stages.{stage.name}.rule", "one_se: no swept knob of "
+                              f"{', '.join(stage.needs)} declares which way is simpler", "rule: min")
+        return chosen
+
+    def select(self, stage: Stage, index: int, count: int) -> Selection:
+        candidates = self.candidates(stage)
+        picked = self.choose(stage, candidates)
+        if picked is None:
             raise ConfigError(f"{stage.where}: stages.{stage.name}",
                               f"no finished point of {', '.join(stage.needs)} has the metric {stage.metric!r}")
-        sweep = next(n for n, p in candidates if p is chosen)
+        sweep = next(n for n, p in candidates if p is picked)
         result = self.results[sweep]
         assert isinstance(result, SweepResult)
-        label = point_label(chosen, result.keys) or "the only point"
+        cell = picked if isinstance(picked, Cell) else None
+        chosen = (cell.finished or cell.replicates)[0] if cell is not None else picked  # the run that stands for it
+        assert isinstance(chosen, Point)
+        label = (cell.label if cell is not None and cell.values else point_label(chosen, result.keys)) or "the only point"
         if len(stage.needs) > 1:
             label = f"{sweep}: {label}"
-        value = chosen.metric(stage.metric)
-        print(f"[overfit] stage {index}/{count} '{stage.name}' (select): {label} by {stage.mode} {stage.metric} "
-              f"= {value:.4g} (run {chosen.run_id})", flush=True)
+        value = picked.metric(stage.metric)
+        rule = stage.mode if cell is None else ("the one-standard-error rule on" if stage.rule == "one_se"
+                                                else "lowest mean" if stage.mode == "min" else "highest mean")
+        found = cell.stat(stage.metric) if cell is not None else None
+        shown = found.text() + f" (mean ± 95 % CI, n = {found.n})" if found is not None else f"{value:.4g}"
+        print(f"[overfit] stage {index}/{count} '{stage.name}' (select): {label} by {rule} {stage.metric} "
+              f"= {shown} (run {chosen.run_id})", flush=True)
         self.store.call("set_tag", self.run_id, f"{stage.name}.selected", label)
-        self.log_headline(stage, {k: v for k, v in chosen.metrics.items() if HEADLINE.fullmatch(k)})
-        return Selection(stage, sweep, chosen, self.job_of(result, chosen), value, label)
+        metrics = cell.means() if cell is not None else chosen.metrics
+        self.log_headline(stage, {k: v for k, v in metrics.items() if HEADLINE.fullmatch(k)})
+        registered = models.register(self.store, self.pipeline.name, chosen.run_id, onto=self.run_id)  # its model
+        if registered is not None:
+            self.models[stage.name] = registered.uri
+            self.store.call("set_tag", self.run_id, f"{stage.name}.model", registered.uri)
+            print(f"[overfit] stage {index}/{count} '{stage.name}': model {registered.uri}"
+                  f"{'' if registered.new else ' (registered before)'}", flush=True)
+        return Selection(stage, sweep, chosen, self.job_of(result, chosen), value, label, cell)
 
     def job_of(self, result: SweepResult, point: Point) -> Job:
         """The composed job behind a point: one of the sweep's jobs, or (a search's trial) composed now."""
@@ -112,13 +156,11 @@ class Runner:
         result = self.sweep(stage, index, count, f"evaluate {selection.label}{varied}")
         finished = [p for p in result.points if p.finished]
         names = sorted({k for p in finished for k in p.metrics if k.split("/")[0] in SPLITS or HEADLINE.fullmatch(k)})
-        metrics, spread = {}, {}
-        for k in names:
-            values = [p.metrics[k] for p in finished if k in p.metrics]
-            metrics[k] = statistics.fmean(values)
-            spread[k] = statistics.stdev(values) if len(values) > 1 else 0.0
-        shown = ", ".join(f"{k} {metrics[k]:.4g}" + (f" ± {spread[k]:.2g}" if len(finished) > 1 else "")
-                          for k in names if k.startswith("test/"))
+        summaries = {k: summarize([p.metrics[k] for p in finished if k in p.metrics]) for k in names}
+        metrics = {k: s.mean for k, s in summaries.items()}
+        spread = {k: s.half_width for k, s in summaries.items() if s.n > 1}
+        shown = ", ".join(f"{k} {summaries[k].text()}" for k in names if k.startswith("test/"))
+        shown += f" (mean ± 95 % CI over {len(finished)} seeds)" if len(finished) > 1 and shown else ""
         print(f"[overfit] stage {index}/{count} '{stage.name}' (evaluate): {selection.label} → "
               f"{shown or 'no finished run'}", flush=True)
         self.log_headline(stage, {k: v for k, v in metrics.items() if HEADLINE.fullmatch(k)})
@@ -131,8 +173,37 @@ class Runner:
         from mlflow.entities import Metric
 
         suffix = f"_{stage.name}" if len(self.headline) > 1 else ""
+        prefix = "evaluated" if stage.kind == "evaluate" else "selected"  # never a point's own key
         now = int(time.time() * 1000)
-        self.store.call("log_batch", self.run_id, metrics=[Metric(f"{k}{suffix}", v, now, 0) for k, v in metrics.items()])
+        self.store.call("log_batch", self.run_id, metrics=[Metric(f"{prefix}/{k}{suffix}", v, now, 0)
+                                                           for k, v in metrics.items()])
+
+    def note(self) -> str:
+        """The pipeline run's description once it ends: the study's prose, then what each stage found, linked."""
+        experiment = self.store.call("get_run", self.run_id).info.experiment_id
+        lines = [self.pipeline.description.strip(), "", "### Result"]
+        for name, result in self.results.items():
+            if isinstance(result, SweepResult):
+                done = sum(p.finished for p in result.points)
+                lines.append(f"- **{name}**: [sweep](#/experiments/{experiment}/runs/{result.parent_run_id}), "
+                             f"{done} of {len(result.points)} runs finished")
+            elif isinstance(result, Selection):
+                found = result.cell.stat(result.stage.metric) if result.cell is not None else None
+                value = f"{found.text()} (mean ± 95 % CI, n = {found.n})" if found else f"{result.value:.4g}"
+                rule = "one-standard-error rule" if result.stage.rule == "one_se" else result.stage.mode
+                run = f"[run](#/experiments/{experiment}/runs/{result.point.run_id})"
+                model = self.models.get(name)
+                shown = f", model `{model}` ([registry](#/models/{self.pipeline.name}))" if model else ""
+                lines.append(f"- **{name}**: **{result.label}** by {rule} {result.stage.metric} = {value}: "
+                             f"{run}{shown}")
+            elif isinstance(result, Evaluation):
+                tests = ", ".join(f"{k} {v:.4g}" + (f" ± {result.spread[k]:.2g}" if k in result.spread else "")
+                                  for k, v in result.metrics.items() if k.startswith("test/"))
+                lines.append(f"- **{name}**: {result.selection.label} on new seeds: {tests or 'no finished run'} "
+                             f"([runs](#/experiments/{experiment}/runs/{result.result.parent_run_id}))")
+        if self.report is not None:
+            lines.append(f"- report: `report/{self.report.name}` in this run's artifacts (self-contained HTML)")
+        return "\n".join(lines)
 
     def write_report(self, stage: Stage, index: int, count: int) -> Path:
         start = time.monotonic()
@@ -219,6 +290,7 @@ def run(name: str, args: list[str], detach: bool = False, begin: str | None = No
     failed = [(r.stage.name, p) for r in sweeps for p in r.failed]
     store.call("set_tag", run_id, "diverged_points", str(sum(len(r.diverged) for r in sweeps)))
     store.call("set_tag", run_id, "failed_points", str(len(failed)))
+    store.call("set_tag", run_id, runs.TAG_NOTE, runner.note())
     runs.end(store, run_id, "FINISHED")
     print(f"[overfit] pipeline {pipeline.name!r} FINISHED in {time.monotonic() - start:.1f} s: run {run_id}, "
           f"experiment {pipeline.experiment!r}", flush=True)

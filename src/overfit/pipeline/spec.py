@@ -59,10 +59,10 @@ from overfit.errors import ConfigError
 KINDS = ("sweep", "search", "select", "evaluate", "report")
 TOP_KEYS = {"name": True, "description": True, "experiment": False, "overrides": False, "stages": True}
 STAGE_KEYS = {
-    "sweep": ("overrides", "axes"),
+    "sweep": ("overrides", "axes", "replicates"),
     "search": ("overrides", "axes", "n_trials"),
-    "select": ("metric", "mode"),
-    "evaluate": ("overrides", "axes"),
+    "select": ("metric", "mode", "rule"),
+    "evaluate": ("overrides", "axes", "replicates"),
     "report": ("history", "title"),
 }
 COMMON_KEYS = ("kind", "needs", "description")
@@ -88,6 +88,8 @@ REF_BODY = re.compile(r"^(?P<stage>[A-Za-z_][A-Za-z0-9_]*)\.(?P<key>[A-Za-z_][A-
 MAX_BYTES = 256 * 1024
 MAX_DEPTH = 16
 MAX_TRIALS = 10_000
+MAX_REPLICATES = 10_000
+RULES = ("min", "one_se")  # a select stage's choice: the best mean, or the simplest within one standard error
 TAG = "overfit.pipeline"  # on a pipeline run: the study's name
 TARGET = "_target_ is not allowed: a pipeline names Hydra overrides of the project's config groups, never a Python callable"
 
@@ -135,8 +137,10 @@ class Stage:
     overrides: list[Override] = field(default_factory=list)
     axes: list[Axis] = field(default_factory=list)
     n_trials: int = 20
+    replicates: int = 1  # seeds per point: a sweep's from the pipeline's seed on, an evaluation's new ones
     metric: str = "val/error"
     mode: str = "min"
+    rule: str = "min"
     history: list[str] = field(default_factory=list)
     title: str = ""
 
@@ -424,6 +428,13 @@ class _Reader:
                 raise self.fail(path, f"a {kind} stage needs axes", "e.g. axes: {features.order: [1, 2, 3]}")
             if "axes" in raw:
                 stage.axes = self.axes(f"{path}.axes", raw["axes"], kind)
+        if "replicates" in raw:
+            replicates = raw["replicates"]
+            if type(replicates) is not int or not 1 <= replicates <= MAX_REPLICATES:
+                raise self.fail(f"{path}.replicates", f"got {replicates!r}", f"an integer in [1, {MAX_REPLICATES}]")
+            if any(a.key == "seed" for a in stage.axes):
+                raise self.fail(f"{path}.replicates", "the seed is an axis as well", "replicates: N or a seed axis")
+            stage.replicates = replicates
         if kind == "search":
             n_trials = raw.get("n_trials", stage.n_trials)
             if type(n_trials) is not int or not 1 <= n_trials <= MAX_TRIALS:
@@ -436,7 +447,11 @@ class _Reader:
             mode = raw.get("mode", "min")
             if mode not in ("min", "max"):
                 raise self.fail(f"{path}.mode", f"unknown mode {mode!r}", "min, max")
-            stage.metric, stage.mode = metric, mode
+            rule = raw.get("rule", "min")
+            if rule not in RULES:
+                raise self.fail(f"{path}.rule", f"unknown rule {rule!r}", "min (the best mean), one_se (the simplest "
+                                "point within one standard error of it: needs replicates)")
+            stage.metric, stage.mode, stage.rule = metric, mode, rule
         if kind == "report":
             history = raw.get("history", [])
             history = [history] if isinstance(history, str) else history

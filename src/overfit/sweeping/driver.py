@@ -44,6 +44,13 @@ def sweep_axes(task_args: list[str]) -> list[str]:
     return [k.removesuffix(".name") for k in axes(task_args)]
 
 
+def simpler(task_args: list[str], jobs: list[DictConfig]) -> dict[str, str]:
+    """The swept knobs the first point's components call capacity, and which way is simpler."""
+    from overfit.training import parts
+
+    return parts.simpler(jobs[0], sweep_axes(task_args))
+
+
 def unique_dir(config: DictConfig, run_id: str, own: bool = True) -> Path:
     """The sweep's directory: as the user gave it, else Hydra's default one with the parent's id appended.
 
@@ -74,7 +81,9 @@ def units_of(task_args: list[str], jobs: list[DictConfig]) -> list[list[Member]]
     points = []
     for num, (args, job) in enumerate(zip(expand(task_args), jobs)):
         own = task_only(args)
-        points.append(Member(num, own, runs.point_name(own, keys), OmegaConf.to_container(job)))
+        config = OmegaConf.to_container(job)
+        config["sweep"]["axes"] = keys  # what the job's point varies in its sweep (a swept seed: a replicate)
+        points.append(Member(num, own, runs.point_name(own, keys), config))
     if not all(job.sweep.vectorize for job in jobs):
         return [[p] for p in points]
     groups, alone = plan_groups(jobs)
@@ -112,7 +121,7 @@ def reuse_all(store: Store, task_args: list[str], jobs: list[DictConfig], sessio
         found.append(done.info.run_id)
         parents.add(done.data.tags.get(runs.TAG_PARENT))
     parent = open_parent(store, experiment_id, task_args, "none (every point reused)", session.nest_under,
-                         session.name)
+                         session.name, simpler=simpler(task_args, jobs))
     for num, run_id in enumerate(found):
         store.call("set_tag", parent, f"{runs.TAG_REUSED}{num}", run_id)
     from overfit.lifecycle.claim import close_abandoned
@@ -178,7 +187,7 @@ def open_sweep(config: DictConfig, task_args: list[str], jobs: list[DictConfig],
     if session.scheduled:  # its points reuse finished runs one by one, in their jobs
         runs.reopen(store, store.call("get_run", session.scheduled))
     parent = session.scheduled or open_parent(store, experiment_id, task_args, launcher, session.nest_under,
-                                              session.name)
+                                              session.name, simpler=simpler(task_args, jobs))
     session.store, session.parent = store, parent
     print(f"[overfit] sweep parent run {parent} in experiment {jobs[0].experiment_name!r}: "
           f"{total if total is not None else len(jobs)} points", flush=True)
@@ -190,9 +199,10 @@ def open_sweep(config: DictConfig, task_args: list[str], jobs: list[DictConfig],
 
 def prepare(config: DictConfig, task_args: list[str], session: Session) -> Prepared:
     """Compose and validate every point, reuse what finished, open the parent, write the plan."""
-    from overfit.compose import compose_jobs
+    from overfit.compose import compose_jobs, replicated
     from overfit.lifecycle.plan import TAG_PLAN, plan_file, write_plan
 
+    task_args = replicated(task_args)  # sweep.replicates=N: the seed axis it stands for
     searched = [o for o in config.hydra.overrides.hydra if o.startswith("hydra.searchpath=")]
     jobs = compose_jobs([*task_args, *searched], multirun=True, checked=False)  # finished runs first: they were valid
     launcher = config.hydra.runtime.choices.get("hydra/launcher", "basic")
@@ -278,15 +288,16 @@ def detach(task_args: list[str], begin: str | None) -> str:
     """``overfit train -m ARGS --detach [--begin TIME]``: every point validated now, the parent created SCHEDULED,
     a SLURM driver job runs the sweep attached when its time comes (:mod:`overfit.cluster.detach`); returns at once."""
     from overfit.cluster import detach as slurm_driver
-    from overfit.compose import compose_jobs
+    from overfit.compose import compose_jobs, replicated
     from overfit.sweeping.options import with_sweeper_defaults
 
-    task_args = with_sweeper_defaults(slurm_driver.slurm_args(task_args, None, "--detach"))
+    task_args = replicated(with_sweeper_defaults(slurm_driver.slurm_args(task_args, None, "--detach")))
     jobs = compose_jobs(task_args, multirun=True)
     store = store_for(jobs[0].tracking.uri, jobs[0].tracking.retry_seconds)
     experiment_id = store.experiment(jobs[0].experiment_name)
     launcher = next((a.split("=", 1)[1] for a in task_args if a.startswith("hydra/launcher=")), "basic")
-    parent = open_parent(store, experiment_id, task_only(task_args), launcher, status="SCHEDULED")
+    parent = open_parent(store, experiment_id, task_only(task_args), launcher, status="SCHEDULED",
+                         simpler=simpler(task_only(task_args), jobs))
     given = next((a.split("=", 1)[1] for a in task_args if a.startswith("hydra.sweep.dir=")), None)
     sweep_dir = paths.resolve(given) if given else paths.project_root() / "multirun" / time.strftime(
         "%Y-%m-%d/%H-%M-%S") / parent[:12]

@@ -16,7 +16,9 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from overfit.interrupts import Signals
 from overfit.sweeping import driver, session
+from overfit.tracking.store import CLOSE_SECONDS
 from overfit.tracking.sweeps import close_parent
 
 
@@ -49,12 +51,14 @@ class GridSweeper(Sweeper):
         OmegaConf.save(self.config, prepared.sweep_dir / "multirun.yaml")  # as Hydra's basic sweeper leaves it
         progress = driver.Progress(prepared.sweep_dir, prepared.parent, prepared.total, current.label)
         progress.start()
-        try:
-            returns = self.launcher.launch(prepared.jobs, initial_job_idx=0)
-        except BaseException as exc:
-            progress.stopped.set()
-            driver.abort(prepared.store, prepared.parent, exc)
-            raise
+        with Signals() as signals:  # SIGTERM / Ctrl-C while the jobs run: the sweep ends KILLED, in one line
+            signals.hooks.append(lambda stop: prepared.store.hurry(CLOSE_SECONDS, stop))
+            try:
+                returns = self.launcher.launch(prepared.jobs, initial_job_idx=0)
+            except BaseException as exc:
+                progress.stopped.set()
+                driver.abort(prepared.store, prepared.parent, exc)
+                raise
         progress.stopped.set()
         current.outcome = close_parent(prepared.store, prepared.parent)
         return [returns]

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from overfit.tracking.runs import TAG_FAILURE, TAG_HASH, TAG_NAME, TAG_PARENT, TAG_REASON, TAG_REUSED
+from overfit.tracking.runs import TAG_FAILURE, TAG_HASH, TAG_NAME, TAG_PARENT, TAG_REASON, TAG_REUSED, TAG_TRIAL, short
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -34,10 +34,12 @@ class Point:
     reason: str
     reused: bool
     metrics: dict[str, float] = field(default_factory=dict)
+    artifact_uri: str = ""
+    trial: int | None = None  # an adaptive sweeper's trial number (proposal order); None in a grid
 
     @property
     def label(self) -> str:
-        return " ".join(f"{k.removesuffix('.name')}={v}" for k, v in self.values.items()) or self.name
+        return " ".join(f"{k.removesuffix('.name')}={short(v)}" for k, v in self.values.items()) or self.name
 
     @property
     def diverged(self) -> bool:
@@ -74,6 +76,8 @@ def point_of(run: Run, keys: list[str], reused: bool = False) -> Point:
         reason=tags.get(TAG_REASON, ""),
         reused=reused,
         metrics=dict(run.data.metrics),
+        artifact_uri=run.info.artifact_uri,
+        trial=int(tags[TAG_TRIAL]) if tags.get(TAG_TRIAL, "").isdigit() else None,
     )
 
 
@@ -96,7 +100,7 @@ def ordered(values: list[str], given: list[str] | None = None) -> list[str]:
 
 def sweep_keys(parent: Run) -> dict[str, list[str]]:
     """The swept keys a parent declares (``sweep.<key>`` params), with the values listed where it lists them."""
-    return {k.removeprefix("sweep."): [v.strip() for v in text.split(",")] if "(" not in text else []
+    return {k.removeprefix("sweep."): [v.strip() for v in text.split(",")] if "…" not in text else []
             for k, text in parent.data.params.items() if k.startswith("sweep.")}
 
 

@@ -17,13 +17,13 @@ import os
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from overfit.tracking import runs
+from overfit.tracking import models, runs
 from overfit.tracking.pointfile import PointResult
-from overfit.tracking.store import open_store
+from overfit.tracking.store import CLOSE_SECONDS, open_store
 
 if TYPE_CHECKING:
     import numpy as np
@@ -35,14 +35,19 @@ POOL_FROM = 24  # below this many records a pool's start-up (a second or two per
 
 @dataclass
 class Record:
-    """What one trained point's run still needs: files, picture (image key, RGB pixels, step), its ending."""
+    """What one trained point's run still needs: files, pictures, its ending.
+
+    ``pictures``: (image key, RGB pixels, step, also a ``<key>.png`` file for reports) each.
+    """
 
     uri: str
     deadline: float
     files: dict[str, str | bytes]
-    picture: tuple[str, np.ndarray, int] | None
+    pictures: list[tuple[str, np.ndarray, int, bool]]
     result: PointResult
     job_dir: str
+    inputs: list[dict[str, str]] = field(default_factory=list)  # its datasets (overfit.tracking.models)
+    log_model: bool = False  # its LoggedModel now, from the files' model/ (tracking.log_model=all)
 
 
 def record(rec: Record) -> PointResult:
@@ -51,17 +56,20 @@ def record(rec: Record) -> PointResult:
     store.deadline = rec.deadline
     result = rec.result
     files = dict(rec.files)
-    if rec.picture is not None:
-        from PIL import Image
+    for key, rgb, _, as_file in rec.pictures:
+        if as_file:
+            from PIL import Image
 
-        key, rgb, step = rec.picture
-        png = io.BytesIO()
-        Image.fromarray(rgb).save(png, format="png")
-        files[f"{key}.png"] = png.getvalue()
+            png = io.BytesIO()
+            Image.fromarray(rgb).save(png, format="png")
+            files[f"{key}.png"] = png.getvalue()
     if files:
         runs.log_files(store, result.run_id, files)
-    if rec.picture is not None:
-        store.call("log_image", result.run_id, rec.picture[1], key=rec.picture[0], step=rec.picture[2])
+    for key, rgb, step, _ in rec.pictures:
+        store.call("log_image", result.run_id, rgb, key=key, step=step)
+    models.log_inputs(store, result.run_id, rec.inputs)
+    if rec.log_model:
+        models.log_model(store, result.run_id, files)
     runs.end(store, result.run_id, result.status, result.failure or None, result.reason or None)
     result.save(Path(rec.job_dir))
     return result
@@ -117,7 +125,9 @@ class Recorder:
         if signals.received is not None:
             for f in futures:
                 f.cancel()
-            wait(futures)  # the ones in flight end their runs; the rest were never started
+            # The ones in flight end their runs, the rest never start; a worker that died with them (a signal
+            # to the whole process group) never answers, so the wait is bounded: the caller closes the rest.
+            wait(futures, timeout=CLOSE_SECONDS)
             return [f.result() if f.done() and not f.cancelled() and f.exception() is None else None
                     for f in futures]
         return [f.result() for f in futures]

@@ -42,6 +42,9 @@ TAG_CLAIM = "overfit.claim."  # + a process's token, on an interrupted run: that
 TAG_NAME = "mlflow.runName"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_NOTE = "mlflow.note.content"
+TAG_POINT = "point"  # a point's name without its seed: every replicate of a point shares it (MLflow's "Group by")
+TAG_TRIAL = "trial"  # a point an adaptive sweeper (Optuna's) proposed: its trial number, in proposal order
+REPLICATE_KEY = "seed"  # the axis whose values are replicates of one point, not points of their own
 
 # Keys that do not change what a run computes: left out of the config hash and of the run's params.
 HASH_IGNORED = ("tracking", "sweep", "experiment_name", "trainer.progress_bar", "trainer.checkpoint_every_n_epochs",
@@ -112,8 +115,26 @@ def point_name(overrides: list[str], keys: list[str] | None = None) -> str:
         key, _, value = text.lstrip("+~").partition("=")
         if key.startswith("hydra") or key.startswith("sweep.") or (keys is not None and key not in keys):
             continue
-        parts.append(f"{SHORT.get(key, key)}={value}")
+        parts.append(f"{SHORT.get(key, key)}={short(value)}")
     return " ".join(parts)[:250] or "defaults"
+
+
+def short(value: str) -> str:
+    """A number of more than 4 significant digits as people read it (``0.0042220418`` → ``0.004222``); anything
+    else as given (``1000000.0``, ``0.001``, ``relu``)."""
+    if len(value) <= 8:
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    shown = f"{number:.4g}"
+    return value if float(shown) == number else shown
+
+
+def replicate_group(name: str) -> str:
+    """The point a run of ``name`` (:func:`point_name`'s ``key=value`` tokens) replicates: its name without the seed."""
+    return " ".join(t for t in name.split(" ") if not t.startswith(f"{REPLICATE_KEY}=")) or "one point"
 
 
 @cache
@@ -150,7 +171,13 @@ def params_of(cfg: DictConfig) -> list[Param]:
     again (a reopened run, a record retried after a kill) never changes a logged value."""
     from mlflow.entities import Param
 
-    return [Param(k, str(v)[:6000]) for k, v in defining(cfg).items()]
+    return [Param(k, str(v)[:6000]) for k, v in defining(cfg).items() if shown_param(k, v)]
+
+
+def shown_param(key: str, value: Any) -> bool:
+    """Not an unset value (a column of "None"), not a component's callable (its tag names the option chosen;
+    ``config.yaml`` and the reuse key keep the callable): MLflow's views list every param beside each run."""
+    return value is not None and not key.endswith("._target_")
 
 
 def log_config(store: Store, run_id: str, cfg: DictConfig, overrides: list[str], params: bool = True) -> None:
@@ -168,6 +195,7 @@ def log_files(store: Store, run_id: str, files: dict[str, str | bytes]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, content in files.items():
             path = Path(tmp) / name
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(content if isinstance(content, bytes) else content.encode())
         store.call("log_artifacts", run_id, tmp)
 

@@ -12,10 +12,13 @@ is indistinguishable from b at the noise level of the estimate; choose the simpl
 
 Bias-variance decomposition. With R models f̂_r fitted on independent training sets and
 evaluated on a grid x_1..x_G where the true function f is known, let f̄ = mean_r f̂_r. Then
-    mean_g mean_r (f̂_r(x_g) - f(x_g))² = bias² + variance, where
-    bias² = mean_g (f̄(x_g) - f(x_g))²  and  variance = mean_g mean_r (f̂_r(x_g) - f̄(x_g))²,
-because the cross term mean_r (f̂_r - f̄) vanishes. For test targets y = f(x) + ε with
-Var ε = σ², the expected squared test error is bias² + variance + σ².
+    mean_g mean_r (f̂_r(x_g) - f(x_g))² = mean_g (f̄ - f)² + mean_g mean_r (f̂_r - f̄)²,
+because the cross term mean_r (f̂_r - f̄) vanishes. The first term overstates the bias: f̄ is
+itself an average of R noisy models, E (f̄ - f)² = bias² + variance / R. So the estimates are
+    variance = mean_g s²_g   (s²_g: the sample variance over replicates at x_g, divisor R - 1)
+    bias²    = mean_g (f̄ - f)² - variance / R,
+each unbiased, and their sum is still the replicates' mean squared deviation from f. For test
+targets y = f(x) + ε with Var ε = σ², the expected squared test error is bias² + variance + σ².
 """
 
 from __future__ import annotations
@@ -47,11 +50,18 @@ class Summary:
     def high(self) -> float:
         return self.mean + self.half_width
 
-    def text(self, digits: int = 4) -> str:
-        """``"mean ± half-width"`` for a report; the mean alone when one value leaves no interval."""
+    def text(self, digits: int = 2) -> str:
+        """``"0.106 ± 0.025"`` for a report: the half-width to ``digits`` significant digits and the mean to the
+        same decimal place (digits past what the interval allows are noise); the mean alone for one value."""
         if self.n == 1:
-            return f"{self.mean:.{digits}g}"
-        return f"{self.mean:.{digits}g} ± {self.half_width:.{digits}g}"
+            return f"{self.mean:.4g}"
+        width = self.half_width
+        if not (math.isfinite(width) and width > 0):
+            return f"{self.mean:.4g} ± {width:.{digits}g}"
+        decimals = digits - 1 - math.floor(math.log10(width))
+        if 0 <= decimals <= 10 and abs(self.mean) < 1e6:
+            return f"{self.mean:.{decimals}f} ± {width:.{decimals}f}"
+        return f"{self.mean:.{digits + 1}g} ± {width:.{digits}g}"
 
 
 def summarize(values: Iterable[float], confidence: float = 0.95) -> Summary:
@@ -116,10 +126,10 @@ class Decomposition:
 def bias_variance(predictions: ArrayLike, truth: ArrayLike, noise_variance: float) -> Decomposition:
     """Decompose the squared error of R replicate models ``predictions[R, G]`` against ``truth[G]``.
 
-    The variance over replicates uses divisor R (ddof=0), so bias2 + variance equals the
-    replicates' mean squared deviation from the truth exactly, for the R models at hand; adding
-    ``noise_variance`` (σ²) gives an estimate of the expected test MSE, up to the test set's
-    sampling error.
+    Unbiased estimates (see the module's docstring): bias2 + variance equals the replicates'
+    mean squared deviation from the truth exactly; adding ``noise_variance`` (σ²) estimates the
+    expected test MSE, up to the test set's sampling error. A single replicate cannot tell bias
+    from variance: both are NaN.
     """
     p = np.asarray(predictions, dtype=float)
     f = np.asarray(truth, dtype=float)
@@ -129,7 +139,10 @@ def bias_variance(predictions: ArrayLike, truth: ArrayLike, noise_variance: floa
         raise ValueError(f"need at least one replicate and one grid point, got shape {p.shape}")
     if not (math.isfinite(noise_variance) and noise_variance >= 0.0):
         raise ValueError(f"noise_variance must be finite and ≥ 0, got {noise_variance}")
+    replicates = p.shape[0]
+    if replicates == 1:
+        return Decomposition(bias2=math.nan, variance=math.nan, noise=float(noise_variance))
     centre = p.mean(axis=0)
-    bias2 = float(np.mean((centre - f) ** 2))
-    variance = float(np.mean((p - centre) ** 2))
+    variance = float(np.mean(p.var(axis=0, ddof=1)))
+    bias2 = float(np.mean((centre - f) ** 2)) - variance / replicates
     return Decomposition(bias2=bias2, variance=variance, noise=float(noise_variance))

@@ -48,6 +48,19 @@ CLOSE_SECONDS = 5.0  # how long closing runs may wait on a failing store after a
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
+EXPERIMENT_KIND = "custom_model_development"  # MLflow's UI opens it on runs and models, not on GenAI traces
+
+
+def experiment_tags(name: str) -> dict[str, str]:
+    """What a new experiment says about itself in the UI: its kind, and a description of what it holds."""
+    return {"mlflow.experimentKind": EXPERIMENT_KIND, "mlflow.note.content": (
+        f"**{name}**: overfit's generalization runs. A sweep is a parent run (its description holds the "
+        "winner, the table and the report) with one child per point and seed; a pipeline run holds its "
+        "stages' sweeps. To compare points, filter `tags.overfit.kind = 'point'` and sort by `val/error`; "
+        "group by the tag `point` to see replicates as one row (mean ± spread in the charts). "
+        "Parents carry their own metrics (`best/…`, `one_se/…`), never the points' keys.")}
+
+
 class StoreError(BaseException):
     """The store cannot be used: unreachable, not an MLflow store, read-only. One line for the user.
 
@@ -232,6 +245,7 @@ class Store:
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
+            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a report reads many: no bars
             if is_http(self.uri):
                 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", HTTP_TIMEOUT)
                 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", HTTP_RETRIES)
@@ -278,7 +292,8 @@ class Store:
             if found is not None:
                 return found.experiment_id
             try:
-                return self.client.create_experiment(name, artifact_location=artifact_root(self.uri, name))
+                return self.client.create_experiment(name, artifact_location=artifact_root(self.uri, name),
+                                                     tags=experiment_tags(name))
             except MlflowException:  # another client of a server created it first
                 found = self.client.get_experiment_by_name(name)
                 if found is None:

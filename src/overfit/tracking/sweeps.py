@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from overfit import paths
 from overfit.tracking import runs
 from overfit.tracking.points import Point
-from overfit.tracking.report import publish
+from overfit.tracking.replicates import TAG_SIMPLER
+from overfit.tracking.report import Comparison, publish
 from overfit.tracking.store import Store
 
 
@@ -22,6 +23,21 @@ class Outcome:
 
     parent_run_id: str
     points: list[Point] = field(default_factory=list)
+    comparison: Comparison | None = None  # what the report compared and chose
+    report: str = ""  # where the report's files are (the parent's report/ artifacts)
+    store: str = ""  # the store's URI, for the UI command
+
+    def details(self) -> list[str]:
+        """The winner, the table, where the report is and how to look at it: the end of a sweep on a terminal."""
+        from overfit.tracking import ui
+        from overfit.tracking.report import terminal
+
+        lines = terminal(self.comparison) if self.comparison is not None else []
+        if self.report:
+            lines.append(f"[overfit] report: {self.report} (summary.md, summary.csv, the curves)")
+        if self.store:
+            lines.append(f"[overfit] open the MLflow UI: {ui.command(self.store)}")
+        return lines
 
     @property
     def failed(self) -> list[Point]:
@@ -44,15 +60,17 @@ def axes(task_overrides: list[str]) -> dict[str, str]:
     Sweeping a group (``model=linear,mlp``) is the param ``model.name``.
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import IntervalSweep
 
     found = {}
     for o in OverridesParser.create().parse_overrides(task_overrides):
         if o.is_sweep_override():
             key = o.get_key_element().lstrip("+~")
-            try:
+            value = o.value()
+            if isinstance(value, IntervalSweep):  # an adaptive sweeper's range: its ends, and "log" if log-scaled
+                text = f"{value.start:g}…{value.end:g}" + (" log" if "log" in value.tags else "")
+            else:
                 text = ",".join(str(v) for v in o.sweep_string_iterator())
-            except Exception:  # an interval or tagged sweep for an adaptive sweeper: keep it as written
-                text = o.input_line.split("=", 1)[1]
             found[f"{key}.name" if key in paths.config_groups() else key] = text
     return found
 
@@ -68,10 +86,16 @@ def sweep_name(swept: dict[str, str]) -> str:
 
 
 def open_parent(store: Store, experiment_id: str, task_overrides: list[str], launcher: str,
-                nest_under: str | None = None, name: str | None = None, status: str = "RUNNING") -> str:
-    """Create a sweep's parent run (beneath a pipeline run when ``nest_under``), named after what it sweeps."""
+                nest_under: str | None = None, name: str | None = None, status: str = "RUNNING",
+                simpler: dict[str, str] | None = None) -> str:
+    """Create a sweep's parent run (beneath a pipeline run when ``nest_under``), named after what it sweeps.
+
+    ``simpler``: the swept capacity knobs and which way is simpler, for the report's one-standard-error rule.
+    """
+    import json
+
     swept = axes(task_overrides)
-    tags = {"overrides": " ".join(task_overrides), "launcher": launcher}
+    tags = {"overrides": " ".join(task_overrides), "launcher": launcher, TAG_SIMPLER: json.dumps(simpler or {})}
     run_id = runs.create(store, experiment_id, "sweep", name or f"sweep {sweep_name(swept)}", tags,
                          parent=nest_under, status=status)
     from mlflow.entities import Param
@@ -83,6 +107,11 @@ def open_parent(store: Store, experiment_id: str, task_overrides: list[str], lau
 
 def close_parent(store: Store, parent_run_id: str, status: str = "FINISHED") -> Outcome:
     """Publish the sweep's report on its parent and end the parent with ``status``."""
-    _, points = publish(store, parent_run_id)
+    comparison = publish(store, parent_run_id)
+    if status == "FINISHED" and comparison.chosen is not None:  # the winner's LoggedModel, linked from the parent
+        from overfit.tracking.models import keep_best
+
+        keep_best(store, parent_run_id, comparison.chosen.run_id)
     runs.end(store, parent_run_id, status)
-    return Outcome(parent_run_id, points)
+    where = store.call("get_run", parent_run_id).info.artifact_uri
+    return Outcome(parent_run_id, comparison.points, comparison, f"{where}/report", store.uri)

@@ -10,6 +10,10 @@ raises it in the training thread at the next epoch end, a bounded failure.
 ``logged`` holds the last step of each key the store already has, so a resumed run sends
 only later steps; :meth:`pending` (the points not sent yet) travels in a checkpoint and
 :meth:`restore` brings it back, so history continues without gaps or duplicate steps.
+
+The writer also keeps the learning curve (:data:`CURVE_KEYS` per step) of each run it
+sends for, so the run's picture of it needs no read back from the store; :meth:`curve`
+reads only what an earlier attempt of a resumed run stored.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ FLUSH_SECONDS = 5.0
 MAX_BACKOFF = 30.0
 
 Point = tuple[str, float, int, int]  # key, value, timestamp (ms), step
+CURVE_KEYS = ("train/error", "val/error")  # a run's learning curve: what its picture draws against the epoch
 
 
 class MetricWriter:
@@ -35,6 +40,8 @@ class MetricWriter:
         self.every = every
         self._buffers: dict[str, list[Point]] = {}
         self._logged: dict[str, dict[str, int]] = {}
+        self._stored: dict[str, dict[str, int]] = {}  # the steps the store had when the run was opened
+        self._curves: dict[str, dict[str, dict[int, float]]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._sending = False
@@ -46,6 +53,8 @@ class MetricWriter:
         with self._lock:
             self._buffers.setdefault(run_id, [])
             self._logged[run_id] = dict(logged or {})
+            self._stored[run_id] = dict(logged or {})
+            self._curves.setdefault(run_id, {k: {} for k in CURVE_KEYS})
 
     def add(self, run_id: str, metrics: Mapping[str, float], step: int, now_ms: int | None = None) -> None:
         """Queue one step's values; steps the store already has are dropped."""
@@ -53,7 +62,30 @@ class MetricWriter:
         with self._lock:
             logged = self._logged[run_id]
             self._buffers[run_id] += [(k, float(v), now, step) for k, v in metrics.items() if step > logged.get(k, -1)]
+            self._keep(run_id, [(k, float(v), step) for k, v in metrics.items()])
         self._start()
+
+    def _keep(self, run_id: str, points: list[tuple[str, float, int]]) -> None:
+        curves = self._curves[run_id]
+        for key, value, step in points:
+            if key in curves:
+                curves[key][step] = value
+
+    def curve(self, run_id: str) -> dict[str, tuple[list[int], list[float]]]:
+        """The run's learning curve (steps, values per key of :data:`CURVE_KEYS`): what this process saw, after
+        what the store held from an earlier attempt (read only for a resumed run)."""
+        with self._lock:
+            seen = {k: dict(v) for k, v in self._curves.get(run_id, {}).items()}
+            stored = dict(self._stored.get(run_id, {}))
+        out = {}
+        for key in CURVE_KEYS:
+            points = seen.get(key, {})
+            if stored.get(key, -1) >= 0 and min(points, default=stored[key] + 1) > 1:
+                history = self.store.call("get_metric_history", run_id, key)
+                points = {**{m.step: m.value for m in history}, **points}
+            steps = sorted(points)
+            out[key] = (steps, [points[s] for s in steps])
+        return out
 
     def pending(self, run_id: str) -> list[Point]:
         """The run's points not in the store yet (they travel in the checkpoint)."""
@@ -67,6 +99,7 @@ class MetricWriter:
             logged = self._logged[run_id]
             kept = [(str(k), float(v), int(t), int(s)) for k, v, t, s in points if s > logged.get(k, -1)]
             self._buffers[run_id] = kept + self._buffers[run_id]
+            self._keep(run_id, [(k, v, s) for k, v, _, s in kept])
 
     def check(self) -> None:
         """Raise the store's failure in the caller's thread once the store is gone (past its deadline)."""

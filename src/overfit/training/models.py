@@ -10,7 +10,7 @@ returning an ``nn.Module`` is adopted by :class:`FromCallable`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from overfit.errors import Alone, ConfigError
 
@@ -23,7 +23,13 @@ ACTIVATIONS = ("relu", "tanh", "sigmoid")  # the values of an MLP's activation k
 
 
 class Model:
-    """A model component; subclasses implement :meth:`build` and :meth:`widths`."""
+    """A model component; subclasses implement :meth:`build` and :meth:`widths`.
+
+    ``simpler``: the knobs that set capacity and which way is simpler ("lower" / "higher"), for the
+    one-standard-error rule; a list (hidden widths) counts by its sum.
+    """
+
+    simpler: ClassVar[dict[str, str]] = {}
 
     def check(self) -> None:
         """Reject impossible knobs before anything runs."""
@@ -90,6 +96,7 @@ class MLP(Model):
     """Linear → activation (→ batch norm, dropout) per hidden layer, then a linear output."""
 
     stacks = True  # linear layers with parameterless activations between: the batched trainer stacks them
+    simpler: ClassVar[dict[str, str]] = {"hidden": "lower", "dropout": "higher"}
 
     def __init__(self, hidden: list[int] | None = None, activation: Any = "relu", dropout: float = 0.0,
                  batch_norm: bool = False) -> None:

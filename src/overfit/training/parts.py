@@ -55,6 +55,19 @@ def build(cfg: DictConfig) -> Parts:
     return Parts(**{group: component(cfg, group) for group in GROUPS})
 
 
+def simpler(cfg: DictConfig, keys: list[str]) -> dict[str, str]:
+    """Of the swept ``keys`` (``features.order``), those a component declares a capacity knob, with the
+    direction that is simpler ("lower" / "higher"): what the one-standard-error rule ranks by."""
+    found = {}
+    for key in keys:
+        group, _, knob = key.partition(".")
+        if group in GROUPS and knob:
+            direction = getattr(component(cfg, group), "simpler", {}).get(knob)
+            if direction in ("lower", "higher"):
+                found[key] = direction
+    return found
+
+
 def component(cfg: DictConfig, group: str) -> Any:
     node = cfg.get(group)
     if not isinstance(node, DictConfig) or "_target_" not in node:

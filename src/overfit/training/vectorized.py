@@ -105,6 +105,7 @@ class VectorizedLearner(L.LightningModule):
         self.eval_every_n_epochs = template.eval_every_n_epochs
         strength = torch.tensor([lrn.regularizer.strength for lrn in learners], dtype=torch.float64)
         self.register_buffer("strength", strength, persistent=False)
+        self.penalized = bool((strength != 0).any())  # λ = 0 everywhere: no penalty to compute (as the Learner)
         # One feature stack per distinct (data, feature config): sweeps over λ and lr share Φ.
         slots: dict[tuple, int] = {}
         slot, firsts = [], []  # each point's slot, the first point of each slot
@@ -159,6 +160,8 @@ class VectorizedLearner(L.LightningModule):
                 self.phi[split] = _padded(phis, (max(len(p) for p in phis), max(p.shape[1] for p in phis)))
                 self.y[split] = _padded(ys, (max(len(y) for y in ys), *ys[0].shape[1:]))
                 self.n[split] = torch.tensor([len(y) for y in ys], device=device)[self.slot]
+        self.own_data = len(self.data) == len(self.cfgs)  # slot m is model m's: no rows to gather
+        self._valid: dict[tuple[str, int], Tensor] = {}
 
     def train_dataloader(self) -> _Schedule:
         n = self.n["train"].tolist()
@@ -203,6 +206,8 @@ class VectorizedLearner(L.LightningModule):
 
     def penalty(self) -> Tensor:
         """λ_m·Σ_l R(W_lm) per model, weights only."""
+        if not self.penalized:
+            return torch.zeros(len(self.cfgs), dtype=self.weights[0].dtype, device=self.device)
         total = sum(self._r(w) for w in self.weights)
         return self.strength.to(total) * total
 
@@ -240,10 +245,14 @@ class VectorizedLearner(L.LightningModule):
         sums = torch.zeros(2, len(n), dtype=self.weights[0].dtype, device=self.device)
         for start in range(0, size, chunk):
             stop = min(size, start + chunk)
-            valid = torch.arange(start, stop, device=self.device) < n[:, None]
-            phi = self.phi[split][:, start:stop].index_select(0, self.slot)
+            if (split, start) not in self._valid:  # the data never changes: each chunk's mask is made once
+                self._valid[split, start] = torch.arange(start, stop, device=self.device) < n[:, None]
+            valid = self._valid[split, start]
+            phi, y = self.phi[split][:, start:stop], self.y[split][:, start:stop]
+            if not self.own_data:  # models that share a slot read its rows (replicates each have their own)
+                phi, y = phi.index_select(0, self.slot), y.index_select(0, self.slot)
             scores = self(phi).flatten(0, 1)
-            y = self.y[split][:, start:stop].index_select(0, self.slot).flatten(0, 1)
+            y = y.flatten(0, 1)
             per = self._per_example(scores, y).view(valid.shape)
             prediction = self.loss.predict(scores)
             wrong = (prediction != y) if self.classification else (prediction - y).pow(2).flatten(1).sum(1)
