@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from overfit.tracking import runs
-from overfit.tracking.store import Store
+from overfit.tracking.store import Store, causes
 
 if TYPE_CHECKING:
     from mlflow.entities import LoggedModel, Run
@@ -175,14 +175,7 @@ def _duplicate(exc: BaseException) -> bool:
     """A unique key violated (the exception, or what it was raised from)."""
     from sqlalchemy.exc import IntegrityError
 
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            return False
-        if isinstance(seen, IntegrityError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    return any(isinstance(e, IntegrityError) for e in causes(exc))
 
 
 def record_point(store: Store, run_id: str, cfg: DictConfig, net: nn.Module, loss: Any, splits: Splits) -> None:

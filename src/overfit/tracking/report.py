@@ -22,6 +22,7 @@ import math
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from overfit.tracking import replicates
@@ -51,12 +52,12 @@ class Comparison:
     def rows(self) -> list[Point] | list[Cell]:
         return self.cells if self.replicated else self.points
 
-    @property
+    @cached_property
     def chosen(self) -> Point | Cell | None:
         """The lowest (mean) validation error."""
         return replicates.lowest(self.cells) if self.replicated else best(self.points)
 
-    @property
+    @cached_property
     def one_se(self) -> Cell | None:
         """With replicates: the simplest cell within one standard error of the lowest mean."""
         return replicates.one_standard_error(self.cells, self.simpler) if self.replicated else None
@@ -191,6 +192,14 @@ def decomposition_lines(c: Comparison) -> list[str]:
             "is a bias too small for this many seeds to measure."]
 
 
+def best_rows(c: Comparison, rows: int | None) -> list:
+    """Every row in sweep order, or (more than ``rows``) the ``rows`` finished ones with the lowest val error."""
+    shown: list = list(c.rows)
+    if rows is None or len(shown) <= rows:
+        return shown
+    return sorted(shown, key=lambda r: (r.status != "FINISHED", r.error("val") if r.status == "FINISHED" else 0.0))[:rows]
+
+
 def markdown(c: Comparison, experiment_id: str | None = None, rows: int | None = None) -> str:
     """The winner in a sentence, then the table; with ``experiment_id``, each point links to its run in the UI.
 
@@ -207,10 +216,8 @@ def markdown(c: Comparison, experiment_id: str | None = None, rows: int | None =
                  + (f", {len(failed)} did not ({', '.join(sorted({_outcome(p) for p in failed}))})" if failed else "")
                  + ".")
     lines += decomposition_lines(c)
-    shown: list = list(c.rows)
-    if rows is not None and len(shown) > rows:
-        shown = sorted(shown, key=lambda r: (r.status != "FINISHED", r.error("val") if r.status == "FINISHED" else 0.0))
-        shown = shown[:rows]
+    shown = best_rows(c, rows)
+    if rows is not None and len(c.rows) > rows:
         lines += ["", f"The {rows} best by validation error; every point is in `report/summary.md`."]
     chosen, rule = c.chosen, c.one_se
     if c.replicated:
@@ -251,11 +258,7 @@ def terminal(c: Comparison, rows: int = 15) -> list[str]:
                      + (" (the same point)" if rule is chosen else f" — val error {rule.text('val')}, "
                         f"test error {rule.text('test')}"))
     table = [["point", *(["n"] if c.replicated else []), *(f"{s} error" for s in SPLITS), "outcome"]]
-    shown = list(c.rows)
-    if len(shown) > rows:
-        shown = sorted(shown, key=lambda r: (r.status != "FINISHED", r.error("val") if r.status == "FINISHED" else 0.0))
-        shown = shown[:rows]
-    for r in shown:
+    for r in best_rows(c, rows):
         mark = (" ★" if r is chosen else "") + (" ◆" if rule is not None and r is rule else "")
         if isinstance(r, Cell):
             table.append([r.label + mark, str(r.n), *(r.text(s) for s in SPLITS), _cell_outcome(r)])

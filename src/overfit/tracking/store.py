@@ -97,7 +97,7 @@ SQLITE_BUSY, SQLITE_LOCKED = 5, 6  # sqlite3 result codes: another connection ho
 SERVER_TROUBLE = ("TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "INTERNAL_ERROR")
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
+def causes(exc: BaseException) -> Iterator[BaseException]:
     """The exception and those it was raised from or during (MLflow re-raises what requests or SQLAlchemy raised)."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
@@ -118,7 +118,7 @@ def transient(exc: BaseException, http: bool = False) -> bool:
 
     network = (ConnectionError, TimeoutError, requests.exceptions.ConnectionError, requests.exceptions.Timeout,
                requests.exceptions.ChunkedEncodingError, urllib3.exceptions.HTTPError)
-    for e in _chain(exc):
+    for e in causes(exc):
         if isinstance(e, sqlite3.Error):  # the file's own verdict: busy, or something no wait fixes
             code = getattr(e, "sqlite_errorcode", None)  # Python 3.11+
             return code in (SQLITE_BUSY, SQLITE_LOCKED) or (code is None and isinstance(e, sqlite3.OperationalError))
@@ -137,7 +137,7 @@ def describe(uri: str, exc: BaseException) -> str:
     import sqlite3
 
     text = " ".join(str(exc).split())
-    code = next((getattr(e, "sqlite_errorcode", None) for e in _chain(exc) if isinstance(e, sqlite3.Error)), None)
+    code = next((getattr(e, "sqlite_errorcode", None) for e in causes(exc) if isinstance(e, sqlite3.Error)), None)
     db = sqlite_file(uri)
     if db is not None and not db.exists():
         problem = "was deleted while in use (its database file is gone)"
