@@ -223,22 +223,22 @@ def test_requeue_and_preemption_keep_each_point_one_run_resumed(slurm: Slurm, ro
     assert sum(states.count("REQUEUED") for states in history.values()) == 3, history
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1100)
 def test_points_longer_than_their_time_limit_checkpoint_requeue_and_finish(slurm: Slurm, root: Path, store) -> None:
-    epochs = 300  # about 100 s of training a point (75k steps): more than one 1-minute job, less than four
+    # 900 epochs of 250 steps: about 115 s of training a point on an idle core here (0.13 s an epoch), so more
+    # than the ~40 s a 1-minute job leaves for training even on a machine twice as fast; eight requeues cover
+    # one twice as slow. Training fast enough to finish in one job would leave nothing to test: it fails.
+    epochs = 900
     code, out, err = run(root, "train", "-m", *SLOW, "dataset.n_train=4000", "optimizer.batch_size=16",
-                         "hydra.launcher.timeout_min=1", "features.order=1,2", f"trainer.max_epochs={epochs}")
+                         "hydra.launcher.timeout_min=1", "hydra.launcher.max_num_timeout=8", "features.order=1,2",
+                         f"trainer.max_epochs={epochs}", timeout=1000)
+    assert code == 0, (out + err)[-3000:]
     (parent,) = [r for r in all_runs(store) if r.data.tags.get("overfit.kind") == "sweep"]
     kids = children(store, parent.info.run_id)
-    assert len(kids) == 2
-    for kid in kids:  # finished after requeues, or out of requeues: a timeout, never an error
-        if kid.info.status == "FAILED":
-            assert kid.data.tags["failure"] == "timeout", kid.data.tags
-            continue
-        assert kid.info.status == "FINISHED"
-        assert int(kid.data.tags["overfit.attempts"]) >= 2
-        assert steps(store, kid.info.run_id) == list(range(1, epochs + 1))
-    assert code == (0 if all(k.info.status == "FINISHED" for k in kids) else 1), (out + err)[-3000:]
+    assert len(kids) == 2 and all(k.info.status == "FINISHED" for k in kids), [k.data.tags for k in kids]
+    for kid in kids:
+        assert int(kid.data.tags.get("overfit.attempts", "1")) >= 2, "trained within one job: nothing requeued"
+        assert steps(store, kid.info.run_id) == list(range(1, epochs + 1))  # resumed where it stopped, once each
     history = sacct(*arrays(parent), duplicates=True)
     assert all("REQUEUED" in states for states in history.values()), history
 
