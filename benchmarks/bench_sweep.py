@@ -15,14 +15,17 @@ writing exactly what overfit writes for the sweep — a parent, and per point a 
 params, tags, per-epoch metric rows, files, two images, datasets and its end — from forked
 writer processes, as fast as the client goes, with no training at all. ``--series`` adds the
 vectorized sweep at 48, 180 and 720 points (the slope is the cost of one more point) and a
-12-point sweep against ``import mlflow, torch, lightning``.
+12-point sweep against ``import mlflow, torch, lightning``; ``--large`` a 10,080-point one (12 orders × 35 λ
+× 24 lr), its minutes and the peak memory of the sweep's process.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -36,8 +39,11 @@ RATES = (0.01, 0.1, 0.5)
 
 
 RATES_720 = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+LAMBDAS_10K = (0.0, *(round(10 ** (k / 5 - 6), 8) for k in range(34)))  # 0 and 34 values from 1e-6 to ~4
+RATES_10K = tuple(round(0.02 * k, 2) for k in range(1, 25))  # 0.02 … 0.48
 # points → (λ values, lr values, seeds): 12 orders each; every size one seed, so each has 12 distinct datasets
-SIZES = {12: ((0.0,), (0.1,), 1), 48: (LAMBDAS[:4], RATES[:1], 1), 180: (LAMBDAS, RATES, 1), 720: (LAMBDAS, RATES_720, 1)}
+SIZES = {12: ((0.0,), (0.1,), 1), 48: (LAMBDAS[:4], RATES[:1], 1), 180: (LAMBDAS, RATES, 1), 720: (LAMBDAS, RATES_720, 1),
+         10_080: (LAMBDAS_10K, RATES_10K, 1)}
 WRITERS = 2  # the floor's forked writer processes
 
 
@@ -70,7 +76,8 @@ def child_overfit(args: list[str]) -> dict[str, float]:
 
     L.Trainer.fit = timed
     code = cli.main(args)
-    return {"training": spent[0], "exit": code}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the sweep's process, MiB (Linux: KiB)
+    return {"training": spent[0], "exit": code, "peak_mib": peak}
 
 
 def child_plain(orders: int, device: str) -> dict[str, float]:
@@ -145,13 +152,11 @@ def _floor_picture():
 
 def _floor_write(uri: str, experiment: str, parent: str, points: list[int]) -> None:
     """One writer's share of the floor's runs (a forked process with a store of its own)."""
-    import io
     import json as js
     import tempfile as tf
 
     from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
     from mlflow.tracking import MlflowClient
-    from PIL import Image
 
     client = MlflowClient(uri)
     rgb = _floor_picture()
@@ -169,10 +174,8 @@ def _floor_write(uri: str, experiment: str, parent: str, points: list[int]) -> N
         client.log_batch(run_id, params=params, metrics=rows[:1000])
         for i in range(1000, len(rows), 1000):
             client.log_batch(run_id, metrics=rows[i:i + 1000])
-        png = io.BytesIO()
-        Image.fromarray(rgb).save(png, format="png")
         with tf.TemporaryDirectory() as tmp:
-            for name, content in {"config.yaml": b"x" * 1200, "overrides.txt": b"x" * 80, "fit.png": png.getvalue(),
+            for name, content in {"config.yaml": b"x" * 1200, "overrides.txt": b"x" * 80,
                                   "model/network.pt": b"x" * 6500, "model/model.json": b"x" * 300}.items():
                 Path(tmp, name).parent.mkdir(parents=True, exist_ok=True)
                 Path(tmp, name).write_bytes(content)
@@ -238,16 +241,18 @@ def main() -> None:
     parser.add_argument("--child", choices=("vectorized", "one-at-a-time", "plain", "floor", "imports"))
     parser.add_argument("--points", type=int, default=180, choices=sorted(SIZES))
     parser.add_argument("--series", action="store_true", help="also 48 / 720 points and a 12-point sweep")
+    parser.add_argument("--large", action="store_true", help="also a 10,080-point sweep: its minutes and memory")
     args = parser.parse_args()
     if args.child:
         if args.child == "plain":
             result = child_plain(args.orders, args.device)
         elif args.child == "floor":
-            result = child_floor(args.orders * len(LAMBDAS) * len(RATES))
+            result = child_floor(args.points)
         elif args.child == "imports":
             result = child_imports()
         else:
             result = child_overfit(sweep_args(args.orders, args.child == "vectorized", args.device, args.points))
+            gc.freeze()  # and ends as the `overfit` command does (overfit.cli.run)
         print(json.dumps(result))
         return
     points = args.orders * len(LAMBDAS) * len(RATES)
@@ -267,15 +272,24 @@ def main() -> None:
     floor = results["floor"]
     print(f"vectorized vs the MLflow-only floor ({WRITERS} forked writers): {vec['wall'] / floor['wall']:.2f}× "
           f"({vec['wall']:.1f} s vs {floor['wall']:.1f} s)")
+    if args.large:
+        large = run_child("vectorized", args.orders, args.device, 10_080)
+        print(f"vectorized, 10080 points: {large['wall'] / 60:.1f} min end to end, "
+              f"{1000 * (large['wall'] - vec['wall']) / (10_080 - 180):.0f} ms per point over 180, "
+              f"peak memory of the sweep's process {large['peak_mib']:.0f} MiB")
     if not args.series:
         return
     series = {n: run_child("vectorized", args.orders, args.device, n) for n in (48, 720, 12)}
     series[180] = vec
+    floor_720 = run_child("floor", args.orders, args.device, 720)
     for n in (12, 48, 180, 720):
         print(f"vectorized, {n:4d} points: {series[n]['wall']:6.1f} s end to end")
     slope = (series[720]["wall"] - series[180]["wall"]) / (720 - 180)
+    floor_slope = (floor_720["wall"] - floor["wall"]) / (720 - 180)
     print(f"each extra point (180 → 720): {1000 * slope:.0f} ms; a 10,000-point study ≈ "
           f"{(series[180]['wall'] + slope * (10_000 - 180)) / 60:.1f} min")
+    print(f"the MLflow-only floor: 720 points {floor_720['wall']:.1f} s, each extra point {1000 * floor_slope:.0f} ms; "
+          f"overfit's extra point is {slope / floor_slope:.2f}× the floor's")
     imports = results["imports"]
     print(f"12-point sweep vs `import mlflow, torch, lightning`: {series[12]['wall'] / imports['wall']:.2f}× "
           f"({series[12]['wall']:.1f} s vs {imports['wall']:.1f} s)")

@@ -14,6 +14,8 @@ import os
 import shlex
 import shutil
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -237,3 +239,11 @@ def test_the_table_covers_every_hole_of_the_probe() -> None:
         assert hole in typed, hole
     assert sum(p.values[3] is not None and p.values[3] is not offline for p in CASES) >= 6  # corrupt or short files
     assert len(CASES) >= 60
+
+
+def test_the_command_exits_with_mains_code() -> None:
+    """``overfit`` (cli.run: main, then a quick exit) hands main's code to the shell, as ``python -m overfit``."""
+    for args, code in ((["--help"], 0), (["no-such-command"], 2)):
+        done = subprocess.run([sys.executable, "-m", "overfit", *args], capture_output=True, text=True, timeout=120)
+        assert done.returncode == code, done.stderr[-2000:]
+    assert done.stderr.count("overfit: error: unknown command 'no-such-command'") == 1

@@ -408,7 +408,7 @@ def test_a_slurm_sweep_logs_to_the_postgres_tracking_server(slurm: Slurm, mlflow
         for key in per_epoch:
             assert steps(client, kid.info.run_id, key) == list(range(1, epochs + 1)), (kid.info.run_name, key)
         assert math.isfinite(kid.data.metrics["test/error"])
-        assert {"config.yaml", "fit.png"} <= {a.path for a in client.list_artifacts(kid.info.run_id)}
+        assert {"config.yaml", "images"} <= {a.path for a in client.list_artifacts(kid.info.run_id)}
     assert parent.data.tags["points"] == "4" and "Best by validation error" in parent.data.tags["mlflow.note.content"]
     report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert {"report/summary.csv", "report/summary.md", "report/curves_features_order.png"} <= report

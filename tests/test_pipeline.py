@@ -393,6 +393,7 @@ def test_small_pipeline_end_to_end(root: Path, store: MlflowClient, capsys: pyte
     html_path = root / "reports" / "small" / "report.html"
     html = html_path.read_text()
     assert html.count("data:image/png;base64,") >= 3  # two sweeps' curves and a training history
+    assert len(list(html_path.parent.glob("orders_fit_features.order=*.png"))) == 2  # the points' own pictures
     assert f"selected <b>{selected}</b>" in html
     tail = out.strip().splitlines()[-2:]
     assert tail[0] == f"[overfit] report: {html_path}"

@@ -40,8 +40,9 @@ def test_a_grid_trains_as_one_batched_job_and_each_point_is_its_own_run(root: Pa
         history = store.get_metric_history(kid.info.run_id, "train/loss")
         assert sorted(m.step for m in history) == list(range(1, 31))
         assert {"test/error", "generalization_gap", "val/error"} <= set(kid.data.metrics)
-        assert "fit.png" in {a.path for a in store.list_artifacts(kid.info.run_id)}
+        assert "config.yaml" in {a.path for a in store.list_artifacts(kid.info.run_id)}
         images = [a.path for a in store.list_artifacts(kid.info.run_id, "images")]
+        assert [p for p in images if p.startswith("images/fit+step+30+") and p.endswith(".png")]
         assert [p for p in images if p.startswith("images/learning_curve+step+30+") and p.endswith(".png")]
         assert kid.data.tags[runs.TAG_HASH] and kid.data.tags[runs.TAG_CODE]
 

@@ -139,6 +139,7 @@ class Claimer:
         self.signals = signals  # held over each announce-and-look round: a run is never created and left behind
         self._left: set[str] = set()  # the sweeps that points reused or reopened came from
         self._yielded = False  # this round lost a point to a process that goes first
+        self._checkpoints: dict[str, Path] = {}  # each run this process created: the folder its tag names
 
     def _find(self, targets: list[Target]) -> dict[runs.Key, list[Run]]:
         """The runs of each target's key: one search per key for a few, one per code fingerprint for many."""
@@ -252,14 +253,15 @@ class Claimer:
         checkpoints = target.checkpoints or target.job_dir / CHECKPOINTS / uuid.uuid4().hex[:12]  # never another's
         tags = {**target.key.tags, **runs.component_tags(cfg), "overrides": " ".join(target.overrides),
                 runs.TAG_CHECKPOINT: str(checkpoints), runs.TAG_POINT: runs.replicate_group(target.name), **target.tags}
-        return runs.create(self.store, self.experiment_id, "point", target.name, tags, parent=self.parent)
+        run_id = runs.create(self.store, self.experiment_id, "point", target.name, tags, parent=self.parent)
+        self._checkpoints[run_id] = checkpoints
+        return run_id
 
     def _new(self, target: Target, run_id: str) -> Claim:
         runs.log_config(self.store, run_id, target.cfg, target.overrides)
-        run = self.store.call("get_run", run_id)
         result = PointResult(run_id, "RUNNING", parent=self.parent or "", key=target.key.config_hash)
         result.save(target.job_dir)
-        return Claim(result, {}, Path(run.data.tags[runs.TAG_CHECKPOINT]))
+        return Claim(result, {}, self._checkpoints.pop(run_id))
 
     def _reopen(self, target: Target, run: Run) -> Claim:
         if run.data.tags.get(runs.TAG_PARENT):
@@ -277,5 +279,6 @@ class Claimer:
         if interrupted:
             self.store.call("delete_tag", run_id, runs.TAG_CLAIM + owners.TOKEN)
         else:  # ended, then deleted: out of every view, and never RUNNING even among the deleted
+            self._checkpoints.pop(run_id, None)
             runs.end(self.store, run_id, "KILLED", "killed", "another process claimed this point at the same moment")
             self.store.call("delete_run", run_id)

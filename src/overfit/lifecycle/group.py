@@ -4,8 +4,9 @@ Each point is claimed like a single point (:mod:`overfit.lifecycle.claim`): reus
 reopened, waited for while another process trains it, or created — so every point is
 one MLflow run for its whole life and no two processes train it at once. The points
 this job holds train together through :func:`overfit.training.vectorized.train_group`,
-their metrics sent to their runs as they train; each run is then ended with its files,
-picture and status by a :class:`~overfit.tracking.recorder.Recorder`.
+their metrics queued for their runs as they train (a thread sends them every few seconds);
+each run is then ended — its last points, files, pictures and status — by a
+:class:`~overfit.tracking.recorder.Recorder`.
 
 A group checkpoints like a single run (``trainer.checkpoint_every_n_epochs`` /
 ``_seconds``, and at once on a signal) into one directory that every member's
@@ -20,6 +21,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -205,10 +208,13 @@ def _train_models(store: Store, targets: list[Target], folder: Path, group_id: s
                     writer.add(m.run_id, {key: v for key, v in point.metrics.items()
                                           if key.startswith("test/") or key == "generalization_gap"},
                                point.cfg.trainer.max_epochs, now)
-            writer.flush()
-            records = _records(store, targets, models, trained, splits, writer)
-            with signals.held(honour=False):  # a signal now: what is written stays, the rest is closed KILLED
+            unsent = writer.take([m.run_id for m in recorded])  # sent by the writers, each before its run's end
+            # Each record goes to the writers as soon as it is drawn. A signal now: what is written stays, the
+            # rest is closed KILLED.
+            with signals.held(honour=False), closing(_records(store, targets, models, trained, splits, writer,
+                                                              unsent)) as records:
                 done = recorder.record_all(records, signals)
+            done += [None] * (len(open_claims) - len(done))
             open_claims = [c for c, result in zip(open_claims, done) if result is None]
             signals.check()
     except StoreError:
@@ -250,8 +256,9 @@ def _close_killed(store: Store, claims: list[Claim], exc: Interrupted) -> None:
 
 
 def _records(store: Store, targets: list[Target], models: list[_Model], trained: list[GroupResult],
-             splits: list[Splits], writer: MetricWriter) -> list[Record]:
-    """What each recorded run still needs: its config files, its picture and predictions, its ending."""
+             splits: list[Splits], writer: MetricWriter, unsent: dict[str, list[Point]]) -> Iterator[Record]:
+    """What each recorded run still needs: its last metric points, its config files, its pictures and
+    predictions, its ending."""
     from overfit.lifecycle.pictures import LEARNING_KEY, LearningCanvas
     from overfit.lifecycle.predictions import grid_file
     from overfit.tracking.models import dataset_inputs, logs_model, weights
@@ -262,36 +269,34 @@ def _records(store: Store, targets: list[Target], models: list[_Model], trained:
     curves = {m.run_id: writer.curve(m.run_id) for m, _ in kept}
     epochs = trained[0].cfg.trainer.max_epochs  # a group's members share their shape, epochs included
     learning = LearningCanvas.over(list(curves.values()), epochs) if curves else None  # one pair of axes for all
-    out = []
     try:
         for m, point, data in zip(models, trained, splits):
             if m.claim is None or m.index is None:
                 continue
             target, result = targets[m.index], m.claim.result
             result.metrics = dict(point.metrics)
-            shots: list[tuple[str, np.ndarray, int, bool]] = []
+            shots: list[tuple[str, np.ndarray, int]] = []
             if point.diverged is None:
                 result.status = "FINISHED"
                 title = f"{target.name} · test error {point.metrics['test/error']:.4g}"
                 shown = pictures.render(point, data, title)
-                shots = [] if shown is None else [(shown[0], shown[1], epochs, True)]
+                shots = [] if shown is None else [(shown[0], shown[1], epochs)]
                 assert learning is not None
-                shots.append((LEARNING_KEY, learning.pixels(curves[m.run_id], title), epochs, False))
+                shots.append((LEARNING_KEY, learning.pixels(curves[m.run_id], title), epochs))
             else:
                 error = point.error()
                 result.status, result.failure, result.reason = "FAILED", "diverged", f"{type(error).__name__}: {error}"
-            files = {"config.yaml": OmegaConf.to_yaml(target.cfg, resolve=True),
-                     "overrides.txt": "\n".join(target.overrides) + "\n"}
+            files: dict[str, str | bytes] = {}  # config.yaml and overrides.txt: logged with the params at its claim
             if point.diverged is None:
                 files.update(grid_file(point.net, build(point.cfg).dataset, len(data.y_test), point.cfg))
                 files.update(weights(point.net, point.learner.loss, data))  # model/: the member as a single network
-            out.append(Record(store.uri, store.deadline, files, shots, result, str(target.job_dir),
-                              dataset_inputs(target.cfg, data), point.diverged is None and logs_model(target.cfg)))
+            yield Record(store.uri, store.deadline, files, shots, result, str(target.job_dir),
+                         unsent.get(m.run_id, []), dataset_inputs(target.cfg, data),
+                         point.diverged is None and logs_model(target.cfg))
     finally:
         pictures.close()
         if learning is not None:
             learning.close()
-    return out
 
 
 class _Pictures:

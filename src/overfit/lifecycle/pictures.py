@@ -232,15 +232,6 @@ def pixels(fig: Figure) -> np.ndarray:
     return rgb
 
 
-def log_pixels(store: Store, run_id: str, key: str, rgb: np.ndarray, step: int, file: bool = True) -> None:
-    """As an MLflow image (key, step) so the UI sets them side by side, and (``file``) as ``<key>.png``
-    among the run's files, where reports find it."""
-    import io
-
-    from PIL import Image
-
-    if file:
-        png = io.BytesIO()
-        Image.fromarray(rgb).save(png, format="png")
-        runs.log_files(store, run_id, {f"{key}.png": png.getvalue()})
+def log_pixels(store: Store, run_id: str, key: str, rgb: np.ndarray, step: int) -> None:
+    """As an MLflow image (key, step): the UI sets the runs' images side by side, reports find it there."""
     store.call("log_image", run_id, rgb, key=key, step=step)

@@ -180,7 +180,7 @@ def _train(store: Store, cfg: DictConfig, checkpoints: Path, run_id: str, logged
     epochs = cfg.trainer.max_epochs
     if shown is not None:
         log_pixels(store, run_id, shown[0], pixels(shown[1]), epochs)
-    log_pixels(store, run_id, LEARNING_KEY, learning_curve(writer.curve(run_id), title, epochs), epochs, file=False)
+    log_pixels(store, run_id, LEARNING_KEY, learning_curve(writer.curve(run_id), title, epochs), epochs)
     predictions = grid_file(fitted.learner.net, dataset, len(fitted.splits.y_test), cfg)
     if predictions:
         runs.log_files(store, run_id, predictions)

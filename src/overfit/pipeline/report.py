@@ -116,7 +116,25 @@ def history_figure(result: SweepResult, metric: str, store: Store) -> Figure | N
     return fig
 
 
-PICTURES = ("fit.png", "confusion_matrix.png")  # what each training run logs to look at
+PICTURES = ("fit", "confusion_matrix")  # the image keys a training run logs to look at
+
+
+def _image(names: set[str], keys: tuple[str, ...]) -> tuple[str, str] | None:
+    """The first of ``keys`` a run logged with ``log_image`` (its full-size PNG, the latest step), and its path.
+
+    MLflow names such a file ``images/<key>+step+<step>+timestamp+…png`` (``%`` before MLflow 3), beside a
+    ``+compressed`` thumbnail.
+    """
+    for key in keys:
+        found = []
+        for path in names:
+            parts = re.split(r"[+%]", path.removeprefix("images/").removesuffix(".png"))
+            if path.endswith(".png") and parts[0] == key and len(parts) > 2 and parts[1] == "step" \
+                    and parts[2].isdigit() and not path.endswith("compressed.png"):
+                found.append((int(parts[2]), path))
+        if found:
+            return key, max(found)[1]
+    return None
 
 
 def pictures(result: SweepResult, selection: Selection | None, store: Store) -> list[tuple[Point, str, bytes]]:
@@ -136,12 +154,11 @@ def pictures(result: SweepResult, selection: Selection | None, store: Store) -> 
         picked = [max(finished, key=lambda p: p.error("test")), chosen]
     out = []
     for p in {p.run_id: p for p in picked}.values():
-        names = {a.path for a in store.call("list_artifacts", p.run_id)}
-        name = next((n for n in PICTURES if n in names), None)
-        if name is None:
+        found = _image({a.path for a in store.call("list_artifacts", p.run_id, "images")}, PICTURES)
+        if found is None:
             continue
         with tempfile.TemporaryDirectory() as tmp:
-            out.append((p, name, Path(store.call("download_artifacts", p.run_id, name, tmp)).read_bytes()))
+            out.append((p, found[0], Path(store.call("download_artifacts", p.run_id, found[1], tmp)).read_bytes()))
     return out
 
 
@@ -379,7 +396,7 @@ def write(pipeline: Pipeline, stage: Stage, results: dict[str, Result], out: Pat
             for p, picture, data in shots:
                 label = point_label(p, sweep.keys) or "the selected config"
                 mark = " ★ selected" if selection is not None and p.run_id == selection.point.run_id else ""
-                file = f"{name}_{picture.removesuffix('.png')}_{re.sub(r'[^A-Za-z0-9_.=-]+', '_', label)}.png"
+                file = f"{name}_{picture}_{re.sub(r'[^A-Za-z0-9_.=-]+', '_', label)}.png"
                 (out / file).write_bytes(data)
                 caption = f"{label}{mark}: test error {p.error('test'):.4g}"
                 body.append(f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,"

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from overfit.interrupts import Signals
 from overfit.sweeping import driver, session
+from overfit.tracking.recorder import sweep_writers
 from overfit.tracking.store import CLOSE_SECONDS
 from overfit.tracking.sweeps import close_parent
 
@@ -51,10 +52,12 @@ class GridSweeper(Sweeper):
         OmegaConf.save(self.config, prepared.sweep_dir / "multirun.yaml")  # as Hydra's basic sweeper leaves it
         progress = driver.Progress(prepared.sweep_dir, prepared.parent, prepared.total, current.label)
         progress.start()
+        here = self.config.hydra.runtime.choices.get("hydra/launcher", "basic") == "basic"  # jobs in this process
         with Signals() as signals:  # SIGTERM / Ctrl-C while the jobs run: the sweep ends KILLED, in one line
             signals.hooks.append(lambda stop: prepared.store.hurry(CLOSE_SECONDS, stop))
             try:
-                returns = self.launcher.launch(prepared.jobs, initial_job_idx=0)
+                with sweep_writers(prepared.store.uri, prepared.total, here):  # ready when the first group ends
+                    returns = self.launcher.launch(prepared.jobs, initial_job_idx=0)
             except BaseException as exc:
                 progress.stopped.set()
                 driver.abort(prepared.store, prepared.parent, exc)

@@ -10,6 +10,8 @@ raises it in the training thread at the next epoch end, a bounded failure.
 ``logged`` holds the last step of each key the store already has, so a resumed run sends
 only later steps; :meth:`pending` (the points not sent yet) travels in a checkpoint and
 :meth:`restore` brings it back, so history continues without gaps or duplicate steps.
+:meth:`take` hands a finished run's unsent points to whoever ends the run (a vectorized
+group's writer processes send them with :func:`send`, in parallel, before the run's end).
 
 The writer also keeps the learning curve (:data:`CURVE_KEYS` per step) of each run it
 sends for, so the run's picture of it needs no read back from the store; :meth:`curve`
@@ -101,6 +103,12 @@ class MetricWriter:
             self._buffers[run_id] = kept + self._buffers[run_id]
             self._keep(run_id, [(k, v, s) for k, v, _, s in kept])
 
+    def take(self, run_ids: list[str]) -> dict[str, list[Point]]:
+        """These runs' unsent points, removed from the writer: the caller sends them (:func:`send`)."""
+        with self._wake:
+            self._wake.wait_for(lambda: not self._sending)
+            return {r: self._buffers.pop(r, []) for r in run_ids}
+
     def check(self) -> None:
         """Raise the store's failure in the caller's thread once the store is gone (past its deadline)."""
         if self.store.gone is not None:
@@ -134,16 +142,12 @@ class MetricWriter:
 
     def _send(self, run_id: str, budget: float | None) -> None:
         """Send one run's buffer in MLflow-sized batches; on failure the unsent points stay, the error propagates."""
-        from mlflow.entities import Metric
-
         while True:
             with self._lock:
                 chunk = self._buffers[run_id][:MAX_BATCH]
             if not chunk:
                 return
-            metrics = [Metric(key=k, value=v, timestamp=t, step=s) for k, v, t, s in chunk]
-            self.store.call_within(self.store.deadline if budget is None else budget, "log_batch", run_id,
-                                   metrics=metrics)
+            send(self.store, run_id, chunk, self.store.deadline if budget is None else budget)
             with self._lock:
                 del self._buffers[run_id][: len(chunk)]
                 logged = self._logged[run_id]
@@ -171,3 +175,13 @@ class MetricWriter:
                 with self._wake:
                     self._sending = False
                     self._wake.notify_all()
+
+
+def send(store: Store, run_id: str, points: list[Point], budget: float) -> None:
+    """Points to the run in MLflow-sized batches, in order. Sending them again is harmless: the store keeps
+    one row per (key, value, timestamp, step), and a point keeps its timestamp."""
+    from mlflow.entities import Metric
+
+    for start in range(0, len(points), MAX_BATCH):
+        metrics = [Metric(key=k, value=v, timestamp=t, step=s) for k, v, t, s in points[start:start + MAX_BATCH]]
+        store.call_within(budget, "log_batch", run_id, metrics=metrics)
