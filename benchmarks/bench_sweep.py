@@ -54,6 +54,7 @@ def sweep_args(orders: int, vectorize: bool, device: str, points: int = 180) -> 
             f"regularizer.strength={','.join(str(v) for v in lambdas)}",
             f"optimizer.lr={','.join(str(v) for v in rates)}", f"trainer.max_epochs={EPOCHS}",
             *([f"seed=range({seeds})"] if seeds > 1 else []),
+            *([f"sweep.max_points={points}"] if points > 10_000 else []),  # beyond the default limit, on purpose
             f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}", f"sweep.vectorize={str(vectorize).lower()}"]
 
 
