@@ -327,6 +327,22 @@ def test_metrics_never_wait_for_the_store() -> None:
     writer.close()
 
 
+def test_the_metric_thread_finds_the_store_gone_at_the_deadline_not_a_backoff_later() -> None:
+    """Only a training's metric thread talks to the store: its backoff (5, 10, 20, 30 s) must not carry its
+    next try past the outage's deadline, or training would run on for up to 30 s against a dead store."""
+    store = Store("http://127.0.0.1:9")
+    store._client = Refusing()
+    store.deadline = 3
+    writer = MetricWriter(store, every=2)  # tries at 2 s, then would wait 4 s: past the 3 s deadline
+    writer.open_run("r")
+    start = time.monotonic()
+    writer.add("r", {"train/loss": 1.0}, 1)
+    while store.gone is None and time.monotonic() - start < 30:
+        time.sleep(0.05)
+    writer.close()
+    assert store.gone is not None and time.monotonic() - start < 2 + 3 + 1  # first try, then the deadline
+
+
 def test_a_resumed_runs_learning_curve_is_whole(store) -> None:
     """The picture's curve: what an earlier attempt stored, then what this attempt trained (its values win)."""
     from mlflow.entities import Metric

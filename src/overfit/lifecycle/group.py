@@ -257,8 +257,8 @@ def _close_killed(store: Store, claims: list[Claim], exc: Interrupted) -> None:
 
 def _records(store: Store, targets: list[Target], models: list[_Model], trained: list[GroupResult],
              splits: list[Splits], writer: MetricWriter, unsent: dict[str, list[Point]]) -> Iterator[Record]:
-    """What each recorded run still needs: its last metric points, its config files, its pictures and
-    predictions, its ending."""
+    """What each recorded run still needs, one run at a time: its last metric points, its weights and
+    predictions, its pictures, its datasets, its ending."""
     from overfit.lifecycle.pictures import LEARNING_KEY, LearningCanvas
     from overfit.lifecycle.predictions import grid_file
     from overfit.tracking.models import dataset_inputs, logs_model, weights

@@ -199,6 +199,10 @@ class Store:
         self._hurry_because: BaseException | None = None
         self.gone: StoreError | None = None
 
+    def outage_left(self) -> float | None:
+        """Seconds until the current outage makes the store gone (None: it answers): when to try once more."""
+        return None if self._failing_since is None else self._failing_since + self.deadline - time.monotonic()
+
     def attempt(self, call: Callable[[], T], budget: float | None = None) -> T:
         """``call()``, retried with backoff for ``budget`` seconds (default: until the outage's deadline; 0: one try).
 

@@ -169,8 +169,10 @@ class MetricWriter:
                 for run_id in list(self._buffers):
                     self._send(run_id, 0.0)
                 pause = self.every
-            except StoreError:  # busy or away: the points wait for the next try
-                pause = min(pause * 2, max(MAX_BACKOFF, self.every))
+            except StoreError:  # busy or away: the points wait for the next try, at the latest when the
+                # outage reaches the store's deadline (that try makes the store gone: training stops on time)
+                left = self.store.outage_left()
+                pause = min(pause * 2, max(MAX_BACKOFF, self.every), *([max(left, 0.1)] if left is not None else []))
             finally:
                 with self._wake:
                     self._sending = False
