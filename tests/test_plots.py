@@ -181,6 +181,25 @@ def test_fitted_curve_draws_the_true_function_when_known_and_titles_the_point() 
     assert pictures.TRUTH_LABEL not in [line.get_label() for line in unknown.axes[0].get_lines()]
 
 
+def test_a_points_title_is_drawn_once_and_reads_the_same_on_both_its_pictures() -> None:
+    """The band a TitleBand draws is, pixel for pixel, the title of the whole figure drawn with it."""
+    splits = cubic_splits()
+    title = "features.order=3 λ=0.0001 lr=0.5 · test error 0.04412"
+    net = torch.nn.Linear(1, 1)
+    whole = pictures.pixels(pictures.FitCanvas(splits).figure_for(net, title))
+    titles = pictures.TitleBand()
+    band = titles.pixels(title)
+    assert band.shape == (pictures.TITLE_ROWS, 600, 3) and (band < 128).any()  # dark glyphs on white
+    assert (band == whole[: pictures.TITLE_ROWS]).all()
+    fit = pictures.FitCanvas(splits).pixels(net, band)
+    curve = {"train/error": ([1, 2, 10], [1.0, 0.5, 0.1]), "val/error": ([1, 2, 10], [1.0, 0.6, 0.3])}
+    learning = pictures.LearningCanvas.over([curve], 10).pixels(curve, band)
+    assert (fit[: pictures.TITLE_ROWS] == band).all() and (learning[: pictures.TITLE_ROWS] == band).all()
+    other = titles.pixels("features.order=4 · test error 0.05")  # the next point's: the old title is gone
+    assert not (other == band).all()
+    assert (pictures.TitleBand().pixels("features.order=4 · test error 0.05") == other).all()
+
+
 def test_confusion_matrix_title_names_the_point_and_test_accuracy() -> None:
     target, predicted = torch.tensor([0, 0, 1, 1, 2, 2, 2, 2]), torch.tensor([0, 1, 1, 1, 2, 2, 0, 2])
     fig = pictures.confusion_matrix(predicted, target, ("a", "b", "c"), "λ=0.1 lr=0.01 · test error 0.25")

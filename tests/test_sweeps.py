@@ -301,3 +301,25 @@ def test_submitit_jobs_find_their_parent(root: Path, store) -> None:
     assert sorted(k.data.params["features.order"] for k in kids) == ["1", "3"]
     assert all(k.info.status == "FINISHED" for k in kids)
     assert {k.data.tags["pid"] for k in kids}.isdisjoint({parent.data.tags["pid"]})  # other processes
+
+
+def test_progress_counts_ended_points_and_reads_a_file_again_only_when_it_changed(tmp_path: Path, monkeypatch) -> None:
+    from overfit.sweeping import driver
+    from overfit.tracking import pointfile
+    from overfit.tracking.pointfile import PointResult
+
+    for num in range(3):
+        PointResult(f"r{num}", "RUNNING", parent="p").save(tmp_path / "0" / str(num))
+    PointResult("x", "FINISHED", parent="another sweep").save(tmp_path / "1" / "0")  # not this sweep's
+    reads: list[Path] = []
+    real = pointfile.read_point
+    monkeypatch.setattr(pointfile, "read_point", lambda d, p=None: reads.append(d) or real(d, p))
+    progress = driver.Progress(tmp_path, "p", 3, "")
+    assert progress.count() == 0 and len(reads) == 4
+    PointResult("r1", "FINISHED", parent="p").save(tmp_path / "0" / "1")
+    PointResult("r2", "KILLED", parent="p").save(tmp_path / "0" / "2")
+    reads.clear()
+    assert progress.count() == 2
+    assert sorted(reads) == [tmp_path / "0" / "1", tmp_path / "0" / "2"]  # the two that changed, nothing else
+    reads.clear()
+    assert progress.count() == 2 and reads == []

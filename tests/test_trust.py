@@ -152,6 +152,35 @@ def test_two_claimers_that_announce_together_never_both_keep_the_point(root: Pat
     assert len(deleted) == 1 and deleted[0].info.status == "KILLED" and deleted[0].info.lifecycle_stage == "deleted"
 
 
+def test_a_few_keys_among_many_runs_are_looked_up_one_by_one_and_find_the_same_runs(root: Path, monkeypatch) -> None:
+    """A group's claim reads every run of the code only while that is cheaper than a search per key."""
+    s = Store(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
+    experiment = s.experiment("overfit")
+    keys = [runs.Key(f"{n:016x}", "c" * 16) for n in range(40)]
+    made = {key: runs.create(s, experiment, "point", f"p{n}", key.tags) for n, key in enumerate(keys)}
+    searches: list[str] = []
+    real = s.call
+
+    def counted(method: str, *args, **kwargs):
+        if method == "search_runs":
+            searches.append(kwargs["filter_string"])
+        return real(method, *args, **kwargs)
+
+    monkeypatch.setattr(s, "call", counted)
+    wide = runs.find_all(s, experiment, keys[:20])  # nothing known yet: one search reads all 40 runs
+    assert len(searches) == 1 and {k: [r.info.run_id for r in v] for k, v in wide.items()} == {
+        k: [made[k]] for k in keys[:20]}
+    runs.create(s, experiment, "point", "one more", keys[0].tags)  # 41 runs known now
+    searches.clear()
+    few = runs.find_all(s, experiment, keys[:5])  # 5 searches by key read less than one of 41 runs
+    assert len(searches) == 5 and all(runs.TAG_HASH in f for f in searches)
+    assert [r.info.run_name for r in few[keys[0]]] == ["one more", "p0"]  # newest first, as the wide search
+    assert {k: [r.info.run_id for r in v] for k, v in few.items() if k != keys[0]} == {k: [made[k]] for k in keys[1:5]}
+    searches.clear()
+    runs.find_all(s, experiment, keys[:10])  # 10 by key would cost more than reading the 41
+    assert len(searches) == 1
+
+
 def test_a_takeover_by_two_processes_goes_to_one(root: Path, store) -> None:
     cfg = compose(*POLY, "features.order=3")
     s, c = claimer(root)

@@ -133,8 +133,10 @@ class Claimer:
     """Claims points for this process in one experiment of one store; see the module's docstring."""
 
     def __init__(self, store: Store, experiment_id: str, parent: str | None, rerun: bool,
-                 on_reused: Callable[[Target, Run], None] | None = None, signals: Signals | None = None) -> None:
+                 on_reused: Callable[[Target, Run], None] | None = None, signals: Signals | None = None,
+                 config_files: bool = True) -> None:
         self.store, self.experiment_id, self.parent, self.rerun = store, experiment_id, parent, rerun
+        self.config_files = config_files  # False: the caller writes a new run's config files when it ends
         self.on_reused = on_reused
         self.signals = signals  # held over each announce-and-look round: a run is never created and left behind
         self._left: set[str] = set()  # the sweeps that points reused or reopened came from
@@ -142,9 +144,7 @@ class Claimer:
         self._checkpoints: dict[str, Path] = {}  # each run this process created: the folder its tag names
 
     def _find(self, targets: list[Target]) -> dict[runs.Key, list[Run]]:
-        """The runs of each target's key: one search per key for a few, one per code fingerprint for many."""
-        if len(targets) <= 4:
-            return {t.key: runs.find(self.store, self.experiment_id, t.key) for t in targets}
+        """The runs of each target's key."""
         return runs.find_all(self.store, self.experiment_id, [t.key for t in targets])
 
     def claim(self, targets: list[Target], wait: bool = True) -> list[Claim | None]:
@@ -258,7 +258,7 @@ class Claimer:
         return run_id
 
     def _new(self, target: Target, run_id: str) -> Claim:
-        runs.log_config(self.store, run_id, target.cfg, target.overrides)
+        runs.log_config(self.store, run_id, target.cfg, target.overrides, files=self.config_files)
         result = PointResult(run_id, "RUNNING", parent=self.parent or "", key=target.key.config_hash)
         result.save(target.job_dir)
         return Claim(result, {}, self._checkpoints.pop(run_id))

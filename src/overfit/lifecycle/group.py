@@ -6,7 +6,8 @@ one MLflow run for its whole life and no two processes train it at once. The poi
 this job holds train together through :func:`overfit.training.vectorized.train_group`,
 their metrics queued for their runs as they train (a thread sends them every few seconds);
 each run is then ended — its last points, files, pictures and status — by a
-:class:`~overfit.tracking.recorder.Recorder`.
+:class:`~overfit.tracking.recorder.Recorder`. A run has its params from its claim on; its
+files (``config.yaml`` among them) come with its ending, in the one upload of its files.
 
 A group checkpoints like a single run (``trainer.checkpoint_every_n_epochs`` /
 ``_seconds``, and at once on a signal) into one directory that every member's
@@ -60,7 +61,7 @@ def run_group(members: list[Member], parent: str | None, job_dir: Path) -> list[
     with Signals() as signals:
         signals.hooks.append(lambda stop: store.hurry(CLOSE_SECONDS, stop))  # a signal: stop waiting for the store
         claimer = Claimer(store, experiment_id, parent, cfgs[0].sweep.rerun, on_reused=linker(store, parent),
-                          signals=signals)
+                          signals=signals, config_files=False)  # the params now; the files with each record
         pending = list(range(len(targets)))
         while pending:
             claims = claimer.claim([targets[i] for i in pending], wait=False)
@@ -230,7 +231,9 @@ def _train_models(store: Store, targets: list[Target], folder: Path, group_id: s
     except Exception as exc:  # the whole group failed (not a divergence: that is one point's result)
         for m in recorded:  # each open run ends FAILED with the reason, and its job's point file says so
             if m.claim in open_claims:
-                finish(store, m.claim.result, targets[m.index].job_dir, error=exc)  # type: ignore[union-attr, index]
+                target = targets[m.index]  # type: ignore[index]
+                runs.log_files(store, m.run_id, runs.config_files(target.cfg, target.overrides))
+                finish(store, m.claim.result, target.job_dir, error=exc)  # type: ignore[union-attr]
         if cfgs[0].sweep.get("parent_run_id") is None:
             raise
         return {m.index: m.claim.result for m in recorded}  # type: ignore[misc, union-attr]
@@ -259,12 +262,12 @@ def _records(store: Store, targets: list[Target], models: list[_Model], trained:
              splits: list[Splits], writer: MetricWriter, unsent: dict[str, list[Point]]) -> Iterator[Record]:
     """What each recorded run still needs, one run at a time: its last metric points, its weights and
     predictions, its pictures, its datasets, its ending."""
-    from overfit.lifecycle.pictures import LEARNING_KEY, LearningCanvas
+    from overfit.lifecycle.pictures import LEARNING_KEY, LearningCanvas, TitleBand
     from overfit.lifecycle.predictions import grid_file
     from overfit.tracking.models import dataset_inputs, logs_model, weights
     from overfit.training.parts import build
 
-    pictures = _Pictures()
+    pictures, titles = _Pictures(), TitleBand()
     kept = [(m, point) for m, point in zip(models, trained) if m.claim is not None and point.diverged is None]
     curves = {m.run_id: writer.curve(m.run_id) for m, _ in kept}
     epochs = trained[0].cfg.trainer.max_epochs  # a group's members share their shape, epochs included
@@ -279,14 +282,15 @@ def _records(store: Store, targets: list[Target], models: list[_Model], trained:
             if point.diverged is None:
                 result.status = "FINISHED"
                 title = f"{target.name} · test error {point.metrics['test/error']:.4g}"
-                shown = pictures.render(point, data, title)
+                band = titles.pixels(title)  # drawn once, laid over both pictures
+                shown = pictures.render(point, data, title, band)
                 shots = [] if shown is None else [(shown[0], shown[1], epochs)]
                 assert learning is not None
-                shots.append((LEARNING_KEY, learning.pixels(curves[m.run_id], title), epochs))
+                shots.append((LEARNING_KEY, learning.pixels(curves[m.run_id], band), epochs))
             else:
                 error = point.error()
                 result.status, result.failure, result.reason = "FAILED", "diverged", f"{type(error).__name__}: {error}"
-            files: dict[str, str | bytes] = {}  # config.yaml and overrides.txt: logged with the params at its claim
+            files = runs.config_files(target.cfg, target.overrides)  # its params were logged at its claim
             if point.diverged is None:
                 files.update(grid_file(point.net, build(point.cfg).dataset, len(data.y_test), point.cfg))
                 files.update(weights(point.net, point.learner.loss, data))  # model/: the member as a single network
@@ -295,6 +299,7 @@ def _records(store: Store, targets: list[Target], models: list[_Model], trained:
                          point.diverged is None and logs_model(target.cfg))
     finally:
         pictures.close()
+        titles.close()
         if learning is not None:
             learning.close()
 
@@ -305,14 +310,14 @@ class _Pictures:
     def __init__(self) -> None:
         self.canvases: dict[int, Any] = {}
 
-    def render(self, point: GroupResult, data: Splits, title: str) -> tuple[str, np.ndarray] | None:
+    def render(self, point: GroupResult, data: Splits, title: str, band: np.ndarray) -> tuple[str, np.ndarray] | None:
         from overfit.lifecycle.pictures import FitCanvas, picture, pixels
         from overfit.training.parts import build
 
         if data.task == "regression" and data.input_dim == 1 and data.target_dim == 1:
             if id(data) not in self.canvases:
                 self.canvases[id(data)] = FitCanvas(data, build(point.cfg).dataset.true_function())
-            return "fit", self.canvases[id(data)].pixels(point.learner.net, title)
+            return "fit", self.canvases[id(data)].pixels(point.learner.net, band)
         shown = picture(point.learner, data, title)
         return None if shown is None else (shown[0], pixels(shown[1]))
 

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from overfit.training.module import Learner
 
 TRUTH_LABEL = "true function"
+LEFT, RIGHT, TOP = 0.13, 0.98, 0.91  # every picture's axes: titles sit at the same place on each
+TITLE_ROWS = 38  # the pixel rows above the axes of a 430-pixel picture: the title's band, nothing else is there
 
 
 def canvas_figure() -> tuple[Figure, Any]:
@@ -50,11 +52,11 @@ class Blitted:
     (milliseconds, where laying out and drawing a whole figure takes a tenth of a second)."""
 
     figure: Figure
-    ax: Any
     _background: Any = None
 
-    def _blit(self, moving: list[Any], show: Callable[[], None]) -> np.ndarray:
-        """RGB pixels: the background (drawn the first time, without ``moving``), then ``show()``'s artists."""
+    def _blit(self, moving: list[Any], show: Callable[[], None], band: np.ndarray | None = None) -> np.ndarray:
+        """RGB pixels: the background (drawn the first time, without ``moving``), then ``show()``'s artists,
+        then ``band`` (a :class:`TitleBand`'s pixels) over the top rows."""
         canvas = self.figure.canvas
         if self._background is None:
             for artist in moving:
@@ -64,11 +66,34 @@ class Blitted:
         show()
         canvas.restore_region(self._background)
         for artist in moving:
-            self.ax.draw_artist(artist)
-        return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+            self.figure.draw_artist(artist)
+        rgb = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+        if band is not None:
+            rgb[: len(band)] = band
+        return rgb
 
     def close(self) -> None:
         self.figure.clear()
+
+
+class TitleBand(Blitted):
+    """A point's title as the band of pixels above its pictures' axes, drawn once and laid over each picture.
+
+    A text costs milliseconds to draw, more than a picture's lines; a point's pictures share
+    their size and axes, so the band is the same pixels on each of them.
+    """
+
+    def __init__(self) -> None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        self.figure = Figure(figsize=(6, TITLE_ROWS / 100))  # 100 dpi, as every picture
+        FigureCanvasAgg(self.figure)
+        # Where the axes title would be: centred over the axes, its baseline 6 points above their top.
+        above = (TOP * 430 + 6 * 100 / 72 - (430 - TITLE_ROWS)) / TITLE_ROWS
+        self.text = self.figure.text((LEFT + RIGHT) / 2, above, "", ha="center", va="baseline", fontsize=11)
+
+    def pixels(self, title: str) -> np.ndarray:
+        return self._blit([self.text], lambda: self.text.set_text(title))
 
 
 class FitCanvas(Blitted):
@@ -85,7 +110,7 @@ class FitCanvas(Blitted):
         lo, hi = splits.x_train.min().item(), splits.x_train.max().item()
         self.grid = torch.linspace(lo, hi, 400).unsqueeze(1)
         self.figure, self.ax = canvas_figure()
-        self.figure.subplots_adjust(left=0.11, right=0.98, bottom=0.12, top=0.91)  # fixed: no layout pass per model
+        self.figure.subplots_adjust(left=LEFT, right=RIGHT, bottom=0.12, top=TOP)  # fixed: no layout pass per model
         ax = self.ax
         few = len(splits.x_test) <= 50  # the line example's one test point must show; a thousand must not hide the fit
         ax.scatter(splits.x_test[:, 0].numpy(), splits.y_test[:, 0].numpy(), s=30 if few else 6,
@@ -107,19 +132,19 @@ class FitCanvas(Blitted):
         ax.legend(loc="best", fontsize=8)
 
     @torch.no_grad()
-    def _show(self, net: nn.Module, title: str) -> None:
+    def _show(self, net: nn.Module) -> None:
         net = net.eval().cpu()
         self.line.set_ydata(net(self.grid.to(next(net.parameters()).dtype))[:, 0].double().numpy())
-        self.ax.set_title(title, fontsize=11)
 
     def figure_for(self, net: nn.Module, title: str) -> Figure:
         """The whole figure showing ``net`` (one picture, drawn when saved)."""
-        self._show(net, title)
+        self._show(net)
+        self.ax.set_title(title, fontsize=11)
         return self.figure
 
-    def pixels(self, net: nn.Module, title: str) -> np.ndarray:
-        """RGB pixels of the picture of ``net``: the saved background, then its curve and title."""
-        return self._blit([self.line, self.ax.title], lambda: self._show(net, title))
+    def pixels(self, net: nn.Module, band: np.ndarray) -> np.ndarray:
+        """RGB pixels of the picture of ``net``: the saved background, its curve, its title's ``band``."""
+        return self._blit([self.line], lambda: self._show(net), band)
 
 
 Curve = dict[str, tuple[list[int], list[float]]]  # key → (steps, values), as the metric writer keeps them
@@ -137,7 +162,7 @@ class LearningCanvas(Blitted):
         from matplotlib.ticker import FuncFormatter
 
         self.figure, self.ax = canvas_figure()
-        self.figure.subplots_adjust(left=0.13, right=0.98, bottom=0.12, top=0.91)
+        self.figure.subplots_adjust(left=LEFT, right=RIGHT, bottom=0.12, top=TOP)
         ax = self.ax
         ax.set_xscale("log")
         ax.set_xlim(1, max(epochs, 2))
@@ -168,24 +193,24 @@ class LearningCanvas(Blitted):
         lo = min(positive) if positive and len(positive) == len(values) else min(values, default=0.0)
         return cls(epochs, lo, max(values, default=1.0))
 
-    def _show(self, curve: Curve, title: str) -> None:
+    def _show(self, curve: Curve) -> None:
         for key, line in self.lines.items():
             steps, values = curve.get(key, ([], []))
             line.set_data(steps, values)
-        self.ax.set_title(title, fontsize=11)
 
-    def pixels(self, curve: Curve, title: str) -> np.ndarray:
-        """RGB pixels of ``curve``'s picture: the saved background, then its lines and title."""
-        return self._blit([*self.lines.values(), self.ax.title], lambda: self._show(curve, title))
+    def pixels(self, curve: Curve, band: np.ndarray) -> np.ndarray:
+        """RGB pixels of ``curve``'s picture: the saved background, its lines, its title's ``band``."""
+        return self._blit(list(self.lines.values()), lambda: self._show(curve), band)
 
 
 def learning_curve(curve: Curve, title: str, epochs: int) -> np.ndarray:
     """One run's learning-curve picture as RGB pixels (a canvas of its own)."""
-    canvas = LearningCanvas.over([curve], epochs)
+    canvas, band = LearningCanvas.over([curve], epochs), TitleBand()
     try:
-        return canvas.pixels(curve, title)
+        return canvas.pixels(curve, band.pixels(title))
     finally:
         canvas.close()
+        band.close()
 
 
 def fitted_curve(net: nn.Module, splits: Splits, title: str,

@@ -9,6 +9,7 @@ with its report when the jobs end, KILLED (with its open points) after a signal.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -144,18 +145,35 @@ class Progress(threading.Thread):
         self.sweep_dir, self.parent, self.total, self.label = sweep_dir, parent, total, label
         self.stopped = threading.Event()
         self.start_time = time.monotonic()
+        self._read: dict[Path, tuple[tuple[int, int] | None, bool]] = {}  # per point file: (inode, mtime), ended
 
     def run(self) -> None:
-        from overfit.tracking.pointfile import POINT_FILE, read_point
-
         shown = 0
         while not self.stopped.wait(2.0):
-            ended = [read_point(f.parent, self.parent) for f in self.sweep_dir.rglob(POINT_FILE)]
-            done = sum(p is not None and p.status in ("FINISHED", "FAILED", "KILLED") for p in ended)
+            done = self.count()
             if done > shown:
                 shown = done
                 print(f"[overfit] {self.label}{done}/{self.total} points done, "
                       f"{time.monotonic() - self.start_time:.0f} s", flush=True)
+
+    def count(self) -> int:
+        """How many of the sweep's points have ended. A file is read again only when it has changed, so a
+        10,000-point sweep costs a directory walk per look, not 10,000 reads."""
+        from overfit.tracking.pointfile import POINT_FILE, read_point
+
+        for folder, _, names in os.walk(self.sweep_dir):
+            if POINT_FILE not in names:
+                continue
+            path = Path(folder) / POINT_FILE
+            try:
+                found = path.stat()
+            except OSError:
+                continue
+            changed = (found.st_ino, found.st_mtime_ns)  # a point file is replaced, never written in place
+            if self._read.get(path, (None, False))[0] != changed:
+                point = read_point(path.parent, self.parent)
+                self._read[path] = (changed, point is not None and point.status in ("FINISHED", "FAILED", "KILLED"))
+        return sum(ended for _, ended in self._read.values())
 
 
 @dataclass

@@ -161,6 +161,9 @@ def create(store: Store, experiment_id: str, kind: str, name: str, tags: dict[st
         all_tags[TAG_PARENT] = parent
     run = store.call("create_run", experiment_id, start_time=start_ms, tags=all_tags, run_name=name)
     run_id = run.info.run_id  # type: ignore[attr-defined]
+    counted = (store.uri, experiment_id, all_tags.get(TAG_CODE, ""))
+    if counted in _known:
+        _known[counted] += 1
     if status != "RUNNING":
         store.call("update_run", run_id, status=status)
     return run_id
@@ -180,14 +183,18 @@ def shown_param(key: str, value: Any) -> bool:
     return value is not None and not key.endswith("._target_")
 
 
-def log_config(store: Store, run_id: str, cfg: DictConfig, overrides: list[str], params: bool = True) -> None:
-    """A point's config: flattened params (unless the caller sends them later), the YAML and overrides as files."""
-    if params:
-        found = params_of(cfg)
-        for i in range(0, len(found), 100):
-            store.call("log_batch", run_id, params=found[i:i + 100])
-    log_files(store, run_id, {"config.yaml": OmegaConf.to_yaml(cfg, resolve=True),
-                              "overrides.txt": "\n".join(overrides) + "\n"})
+def log_config(store: Store, run_id: str, cfg: DictConfig, overrides: list[str], files: bool = True) -> None:
+    """A point's config: flattened params, and (unless the caller writes them later) its :func:`config_files`."""
+    found = params_of(cfg)
+    for i in range(0, len(found), 100):
+        store.call("log_batch", run_id, params=found[i:i + 100])
+    if files:
+        log_files(store, run_id, config_files(cfg, overrides))
+
+
+def config_files(cfg: DictConfig, overrides: list[str]) -> dict[str, str | bytes]:
+    """The resolved config as YAML and the overrides that name the point, as a run's files."""
+    return {"config.yaml": OmegaConf.to_yaml(cfg, resolve=True), "overrides.txt": "\n".join(overrides) + "\n"}
 
 
 def log_files(store: Store, run_id: str, files: dict[str, str | bytes]) -> None:
@@ -242,13 +249,28 @@ def find(store: Store, experiment_id: str, key: Key) -> list[Run]:
                       order_by=["attributes.start_time DESC"], max_results=50)
 
 
+# How many point runs of each (store, experiment, code fingerprint) this process knows of: what its last
+# search by fingerprint found, plus the runs it has created since. It only steers which search is cheaper.
+_known: dict[tuple[str, str, str], int] = {}
+KEY_SEARCH_RUNS = 6  # one search by key costs about as much as reading six runs in a search by fingerprint
+
+
 def find_all(store: Store, experiment_id: str, keys: list[Key]) -> dict[Key, list[Run]]:
-    """Every run of each key, newest first: one search per code fingerprint, not one per point."""
+    """Every run of each key, newest first, by the cheaper way: one search per key, or one per code
+    fingerprint (every run of the code read, then sorted by key). A store of thousands of runs costs
+    a fingerprint search seconds, so a group of a few hundred points looks its keys up one by one."""
     found: dict[Key, list[Run]] = {key: [] for key in keys}
     for code in {key.code for key in keys}:
         hashes = {key.config_hash for key in keys if key.code == code}
-        for run in store.call("search_runs", [experiment_id], filter_string=f"tags.`{TAG_CODE}` = '{code}'",
-                              order_by=["attributes.start_time DESC"], max_results=50_000):
+        known = _known.get((store.uri, experiment_id, code), 0)
+        if len(hashes) <= 4 or len(hashes) * KEY_SEARCH_RUNS < known:
+            for config in hashes:
+                found[Key(config, code)] = find(store, experiment_id, Key(config, code))
+            continue
+        every = store.call("search_runs", [experiment_id], filter_string=f"tags.`{TAG_CODE}` = '{code}'",
+                           order_by=["attributes.start_time DESC"], max_results=50_000)
+        _known[(store.uri, experiment_id, code)] = len(every)
+        for run in every:
             config = run.data.tags.get(TAG_HASH)
             if config in hashes:
                 found[Key(config, code)].append(run)
