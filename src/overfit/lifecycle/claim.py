@@ -143,10 +143,6 @@ class Claimer:
         self._yielded = False  # this round lost a point to a process that goes first
         self._checkpoints: dict[str, Path] = {}  # each run this process created: the folder its tag names
 
-    def _find(self, targets: list[Target]) -> dict[runs.Key, list[Run]]:
-        """The runs of each target's key."""
-        return runs.find_all(self.store, self.experiment_id, [t.key for t in targets])
-
     def claim(self, targets: list[Target], wait: bool = True) -> list[Claim | None]:
         """Each target's claim, in order; ``wait=False``: None for a point held by another live process.
 
@@ -187,7 +183,7 @@ class Claimer:
 
     def _round(self, todo: list[Target], claims: dict[runs.Key, Claim | None]) -> tuple[list[Target], list[Target]]:
         """Look, announce what nobody holds, look again: (targets to try again, those held by others)."""
-        found = self._find(todo)
+        found = runs.find_all(self.store, self.experiment_id, [t.key for t in todo])
         states = owners.job_states(r.data.tags for t in todo for r in found[t.key])
         announced: list[tuple[Target, Run | None, str]] = []  # (target, interrupted run or None, my run id)
         held = []
@@ -210,7 +206,7 @@ class Claimer:
         """Look again after announcing: keep what nobody else alive announced, withdraw the rest (returned)."""
         if not announced:
             return []
-        found = self._find([t for t, _, _ in announced])
+        found = runs.find_all(self.store, self.experiment_id, [t.key for t, _, _ in announced])
         states = owners.job_states(r.data.tags for t, _, _ in announced for r in found[t.key])
         lost = []
         for target, interrupted, mine in announced:

@@ -264,8 +264,7 @@ def find_all(store: Store, experiment_id: str, keys: list[Key]) -> dict[Key, lis
         hashes = {key.config_hash for key in keys if key.code == code}
         known = _known.get((store.uri, experiment_id, code), 0)
         if len(hashes) <= 4 or len(hashes) * KEY_SEARCH_RUNS < known:
-            for config in hashes:
-                found[Key(config, code)] = find(store, experiment_id, Key(config, code))
+            found.update({key: find(store, experiment_id, key) for key in (Key(config, code) for config in hashes)})
             continue
         every = store.call("search_runs", [experiment_id], filter_string=f"tags.`{TAG_CODE}` = '{code}'",
                            order_by=["attributes.start_time DESC"], max_results=50_000)
