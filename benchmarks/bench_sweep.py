@@ -61,9 +61,10 @@ def sweep_args(orders: int, vectorize: bool, device: str, points: int = 180) -> 
 # --- children: one way each, in its own process --------------------------------------------------
 def child_overfit(args: list[str]) -> dict[str, float]:
     """Run the sweep as the CLI would, adding up the seconds spent inside Trainer.fit."""
-    import lightning as L
-
     from overfit import cli
+
+    cli.own_process()  # as the `overfit` command starts (overfit.cli.run), before any heavy import
+    import lightning as L
 
     spent = [0.0]
     real = L.Trainer.fit
@@ -193,6 +194,7 @@ def child_floor(points: int) -> dict[str, float]:
     """What tracking alone costs: the sweep's runs written with MLflow's client by forked writers, no training."""
     import multiprocessing
 
+    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"  # as fast as the client goes: no usage reports either
     root = Path(os.environ["OVERFIT_ROOT"])
     uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
     (root / "mlruns").mkdir(parents=True, exist_ok=True)

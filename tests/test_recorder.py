@@ -63,7 +63,12 @@ def test_writers_fork_from_a_server_with_the_starters_environment_and_never_impo
         assert all(parent != os.getpid() for _, _, parent, _ in answers)  # forked by the server, not by us
         assert {seen for _, _, _, seen in answers} == {str(tmp_path)}
         (server,) = {parent for _, _, parent, _ in answers}
-        os.kill(server, signal.SIGTERM)  # SLURM's SIGTERM reaches every process of a job
+        # SLURM's SIGTERM and Ctrl-C's SIGINT reach every process of the group, even a server still importing:
+        # it started with both blocked.
+        blocked = int(next(ln for ln in Path(f"/proc/{server}/status").read_text().splitlines()
+                           if ln.startswith("SigBlk:")).split()[1], 16)
+        assert all(blocked >> (signum - 1) & 1 for signum in (signal.SIGTERM, signal.SIGINT))
+        os.kill(server, signal.SIGTERM)
         time.sleep(1)
         assert os.waitpid(server, os.WNOHANG) == (0, 0)  # the server stands (we started it: we would reap it)
         assert writers.pool.submit(probe).result(timeout=60)[1]  # and so do its writers: we decide
@@ -75,7 +80,7 @@ def test_a_sweeps_writers_serve_its_groups_and_close_with_it(tmp_path: Path) -> 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
     rec = a_record(client, uri, tmp_path / "job")
-    with recorder.sweep_writers(uri, recorder.POOL_FROM, here=True):
+    with recorder.sweep_writers(uri, recorder.SWEEP_FROM, here=True):
         with Recorder(1, uri) as first, Signals() as signals:  # one record: still the sweep's writers
             assert first.pool is not None
             assert first.record_all(iter([rec]), signals)[0].status == "FINISHED"
@@ -85,7 +90,18 @@ def test_a_sweeps_writers_serve_its_groups_and_close_with_it(tmp_path: Path) -> 
     with pytest.raises(RuntimeError):  # closed with the sweep
         first.pool.submit(probe)
     assert client.get_run(rec.result.run_id).info.status == "FINISHED"
-    with recorder.sweep_writers(uri, recorder.POOL_FROM - 1, here=True), Recorder(1, uri) as alone:
-        assert alone.pool is None  # too few points for writers: written inline
-    with recorder.sweep_writers(uri, recorder.POOL_FROM, here=False), Recorder(1, uri) as alone:
+    with recorder.sweep_writers(uri, recorder.SWEEP_FROM - 1, here=True), Recorder(1, uri) as alone:
+        assert alone.pool is None  # a single point: written inline
+    with recorder.sweep_writers(uri, recorder.SWEEP_FROM, here=False), Recorder(1, uri) as alone:
         assert alone.pool is None  # the jobs run elsewhere: each starts its own for a large group
+
+
+def test_work_beside_a_sweep_runs_on_its_writers_and_is_the_callers_without_them(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert recorder.beside(uri, probe) is None  # no sweep running here: the caller does the work
+    with recorder.sweep_writers(uri, recorder.SWEEP_FROM, here=True):
+        assert recorder.beside(f"sqlite:///{tmp_path / 'other.db'}", probe) is None  # not this sweep's store
+        work = recorder.beside(uri, probe)
+        assert work is not None
+        torch, mlflow, parent, _ = work.result(timeout=120)
+        assert mlflow and not torch and parent != os.getpid()  # a writer did it

@@ -152,6 +152,27 @@ def test_two_claimers_that_announce_together_never_both_keep_the_point(root: Pat
     assert len(deleted) == 1 and deleted[0].info.status == "KILLED" and deleted[0].info.lifecycle_stage == "deleted"
 
 
+def test_a_claim_another_process_is_withdrawing_is_never_taken_over(root: Path, store) -> None:
+    """Between ending its withdrawn run KILLED and deleting it, a rival's run looks interrupted: it is not.
+    Reopening it would write to a run deleted the next moment (the twins' sweep failed on that)."""
+    cfg = compose(*POLY, "features.order=3")
+    key = runs.Key.of(cfg)
+    s, c = claimer(root, parent="p" * 32)
+    experiment = s.experiment("overfit")
+    killed = runs.create(s, experiment, "point", "killed", {**key.tags, **owned_by(dead_pid())})
+    runs.end(s, killed, "KILLED", "killed", "its sweep was interrupted")
+    time.sleep(0.01)  # newer: the one a claim would look at first
+    withdrawn = runs.create(s, experiment, "point", "withdrawn", {**key.tags, **owned_by(os.getpid(), "0" * 12)})
+    runs.end(s, withdrawn, "KILLED", runs.WITHDRAWN, "another process claimed this point at the same moment")
+    (claimed,) = c.claim([Target(cfg, [], "features.order=3", 0, root / "job")], wait=False)
+    assert claimed is not None and claimed.result.run_id == killed  # the interrupted run before it goes on
+    assert runs.TAG_CLAIM + owners.TOKEN not in store.get_run(withdrawn).data.tags  # never announced on
+    runs.end(s, killed, "KILLED", "killed", "interrupted again")
+    s.call("delete_run", killed)
+    (fresh,) = c.claim([Target(cfg, [], "features.order=3", 0, root / "job2")], wait=False)
+    assert fresh is not None and fresh.result.run_id not in (killed, withdrawn)  # only a withdrawn one: a new run
+
+
 def test_a_few_keys_among_many_runs_are_looked_up_one_by_one_and_find_the_same_runs(root: Path, monkeypatch) -> None:
     """A group's claim reads every run of the code only while that is cheaper than a search per key."""
     s = Store(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")

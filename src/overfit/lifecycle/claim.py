@@ -276,5 +276,6 @@ class Claimer:
             self.store.call("delete_tag", run_id, runs.TAG_CLAIM + owners.TOKEN)
         else:  # ended, then deleted: out of every view, and never RUNNING even among the deleted
             self._checkpoints.pop(run_id, None)
-            runs.end(self.store, run_id, "KILLED", "killed", "another process claimed this point at the same moment")
+            runs.end(self.store, run_id, "KILLED", runs.WITHDRAWN,
+                     "another process claimed this point at the same moment")
             self.store.call("delete_run", run_id)

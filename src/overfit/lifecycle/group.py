@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from overfit.interrupts import Interrupted, Signals
 from overfit.lifecycle.claim import CHECKPOINTS, WAIT_SECONDS, Claim, Claimer, Target
@@ -96,6 +96,10 @@ class _Model:
     config: dict[str, Any]
     index: int | None = None
     claim: Claim | None = None
+    cfg: DictConfig | None = None  # ``config`` as this job composed it (a fresh group's): not made again from it
+
+    def composed(self) -> DictConfig:
+        return self.cfg if self.cfg is not None else OmegaConf.create(self.config)
 
 
 def _sources(won: list[tuple[int, Claim]]) -> dict[Path, dict[str, Any]]:
@@ -127,8 +131,8 @@ def _train(store: Store, targets: list[Target], won: list[tuple[int, Claim]], gr
             resume_from: Path | None = folder / "last.ckpt"
         else:
             folder = group_dir if not (group_dir / GROUP_FILE).exists() else group_dir.with_name(uuid.uuid4().hex[:12])
-            models = [_Model(c.result.run_id, OmegaConf.to_container(targets[i].cfg), i, c)  # type: ignore[arg-type]
-                      for i, c in remaining.values()]
+            models = [_Model(c.result.run_id, OmegaConf.to_container(targets[i].cfg), i, c,  # type: ignore[arg-type]
+                             targets[i].cfg) for i, c in remaining.values()]
             group = {"id": folder.name, "models": [{"run_id": m.run_id, "config": m.config} for m in models]}
             folder.mkdir(parents=True, exist_ok=True)
             aside = folder / f".{GROUP_FILE}.tmp"
@@ -182,7 +186,7 @@ def _train_models(store: Store, targets: list[Target], folder: Path, group_id: s
     from overfit.training.trainer import check_machine
     from overfit.training.vectorized import load_splits, train_group
 
-    cfgs = [OmegaConf.create(m.config) for m in models]
+    cfgs = [m.composed() for m in models]
     recorded = [m for m in models if m.claim is not None]
     open_claims = [m.claim for m in recorded if m.claim is not None]
     writer = MetricWriter(store)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -189,14 +190,22 @@ class Prepared:
 
 
 def open_sweep(config: DictConfig, task_args: list[str], jobs: list[DictConfig], session: Session,
-               launcher: str, total: int | None = None, own: bool = True) -> tuple[Store, str, Path]:
-    """The parent (new, or the SCHEDULED one a driver reopens) and the sweep's directory with its record."""
-    from overfit.config import check_groups
+               launcher: str, total: int | None = None, own: bool = True,
+               resources: ExitStack | None = None) -> tuple[Store, str, Path]:
+    """The parent (new, or the SCHEDULED one a driver reopens) and the sweep's directory with its record.
 
+    ``resources``: where a sweep whose jobs run in this process keeps its writers, started once its points are
+    valid and before this process imports PyTorch, so they open (or create) the store on another core meanwhile.
+    """
+    from overfit.config import check_groups
+    from overfit.tracking.recorder import sweep_writers
     from overfit.training.trainer import check_machine
 
     for job in jobs:  # what will train: every point checked before the parent exists
         check_groups(job)
+    if resources is not None:
+        uri = store_for(jobs[0].tracking.uri).uri
+        resources.enter_context(sweep_writers(uri, len(jobs), launcher == "basic"))
     if launcher in LOCAL_LAUNCHERS:  # the jobs run on this machine: it must have what they ask for
         for trainer in {OmegaConf.to_yaml(job.trainer): job.trainer for job in jobs}.values():
             check_machine(trainer)
@@ -215,8 +224,12 @@ def open_sweep(config: DictConfig, task_args: list[str], jobs: list[DictConfig],
     return store, parent, sweep_dir
 
 
-def prepare(config: DictConfig, task_args: list[str], session: Session) -> Prepared:
-    """Compose and validate every point, reuse what finished, open the parent, write the plan."""
+def prepare(config: DictConfig, task_args: list[str], session: Session, resources: ExitStack) -> Prepared:
+    """Compose and validate every point, reuse what finished, open the parent, write the plan.
+
+    A sweep that will train in this process starts its writers (``resources`` closes them with the sweep) before
+    it opens the parent: they import MLflow and open, or create, the store on the other cores meanwhile.
+    """
     from overfit.compose import compose_jobs, replicated
     from overfit.lifecycle.plan import TAG_PLAN, plan_file, write_plan
 
@@ -232,7 +245,7 @@ def prepare(config: DictConfig, task_args: list[str], session: Session) -> Prepa
     reused = reuse_all(store, task_args, jobs, session)
     if reused is not None:
         return Prepared(store, reused.parent_run_id, None, None, len(jobs), reused)
-    store, parent, sweep_dir = open_sweep(config, task_args, jobs, session, launcher)
+    store, parent, sweep_dir = open_sweep(config, task_args, jobs, session, launcher, resources=resources)
     try:
         units = units_of(task_args, jobs)
         plan = sweep_dir / plan_file(parent)

@@ -9,6 +9,7 @@ submitit, SLURM). When the jobs end the parent gets its report; a signal ends it
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from typing import Any
 
 from hydra.core.plugins import Plugins
@@ -18,7 +19,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from overfit.interrupts import Signals
 from overfit.sweeping import driver, session
-from overfit.tracking.recorder import sweep_writers
 from overfit.tracking.store import CLOSE_SECONDS
 from overfit.tracking.sweeps import close_parent
 
@@ -39,10 +39,15 @@ class GridSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None
         current = session.current()
-        try:
-            prepared = driver.prepare(self.config, driver.task_only(arguments), current)
-        except Exception as exc:  # bad input or a store that cannot be used: past Hydra, to the CLI's one line
-            raise session.Stopped(exc) from exc
+        with ExitStack() as resources:  # what lives as long as the sweep: its writers
+            try:
+                prepared = driver.prepare(self.config, driver.task_only(arguments), current, resources)
+            except Exception as exc:  # bad input or a store that cannot be used: past Hydra, to the CLI's one line
+                raise session.Stopped(exc) from exc
+            return self._run(prepared, current)
+
+    def _run(self, prepared: driver.Prepared, current: session.Session) -> Any:
+        assert self.config is not None
         if prepared.jobs is None:
             current.outcome = prepared.outcome
             return []
@@ -52,12 +57,10 @@ class GridSweeper(Sweeper):
         OmegaConf.save(self.config, prepared.sweep_dir / "multirun.yaml")  # as Hydra's basic sweeper leaves it
         progress = driver.Progress(prepared.sweep_dir, prepared.parent, prepared.total, current.label)
         progress.start()
-        here = self.config.hydra.runtime.choices.get("hydra/launcher", "basic") == "basic"  # jobs in this process
         with Signals() as signals:  # SIGTERM / Ctrl-C while the jobs run: the sweep ends KILLED, in one line
             signals.hooks.append(lambda stop: prepared.store.hurry(CLOSE_SECONDS, stop))
             try:
-                with sweep_writers(prepared.store.uri, prepared.total, here):  # ready when the first group ends
-                    returns = self.launcher.launch(prepared.jobs, initial_job_idx=0)
+                returns = self.launcher.launch(prepared.jobs, initial_job_idx=0)
             except BaseException as exc:
                 progress.stopped.set()
                 driver.abort(prepared.store, prepared.parent, exc)

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from overfit.tracking import runs
-from overfit.tracking.store import Store, causes
+from overfit.tracking.store import Store, causes, open_store
 
 if TYPE_CHECKING:
     from mlflow.entities import LoggedModel, Run
@@ -368,6 +368,13 @@ def keep_best(store: Store, parent_run_id: str, run_id: str) -> str | None:
         store.call("log_batch", parent_run_id, tags=[RunTag(TAG_BEST_MODEL, model_id),
                                                      RunTag(TAG_BEST_URI, f"models:/{model_id}")])
     return model_id
+
+
+def keep_best_at(uri: str, deadline: float, parent_run_id: str, run_id: str) -> str | None:
+    """:func:`keep_best` in another process (a sweep's writer), on the store that ``uri`` names."""
+    store = open_store(uri)
+    store.deadline = deadline
+    return keep_best(store, parent_run_id, run_id)
 
 
 def show_inputs(store: Store, source: Run, target: Run) -> None:

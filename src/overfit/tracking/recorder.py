@@ -13,18 +13,19 @@ watch the process that started them and leave when it is gone, so none outlives 
 
 from __future__ import annotations
 
+import concurrent.futures
 import multiprocessing
 import os
 import select
 import signal
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from overfit.tracking import models, runs
 from overfit.tracking.pointfile import PointResult
@@ -36,7 +37,10 @@ if TYPE_CHECKING:
 
     from overfit.interrupts import Signals
 
-POOL_FROM = 24  # below this many records, writer processes are not worth starting
+T = TypeVar("T")
+
+POOL_FROM = 24  # below this many records, a group's own writer processes are not worth starting
+SWEEP_FROM = 2  # a sweep of this many points starts its writers with it: they start on the other cores
 # What the fork server imports once, so that every writer forked from it starts with it imported.
 PRELOAD = ["mlflow", "mlflow.tracking", "PIL.Image", "overfit.tracking.recorder"]
 
@@ -128,20 +132,37 @@ class Writers:
         self.uri, self.size = uri, min(_cores(), 4)
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(PRELOAD)
-        self.pool = ProcessPoolExecutor(max_workers=self.size, mp_context=context, initializer=_start,
-                                        initargs=(uri, os.getpid(), dict(os.environ), os.getcwd()))
-        # SIGTERM blocked while the server and the writers start (they keep the mask): SLURM and `kill -- -PGID`
-        # signal every process of the job, and a server that died of it would break the pool mid-write; the
-        # sweep's own process decides what a signal means, and the server leaves when that process has gone.
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-        try:
-            for _ in range(self.size):
-                self.pool.submit(_ready)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        self._pool = ProcessPoolExecutor(max_workers=self.size, mp_context=context, initializer=_start,
+                                         initargs=(uri, os.getpid(), dict(os.environ), os.getcwd()))
+        self._started: list[Future[None]] = []
+        self._starter = threading.Thread(target=self._start_all, name="overfit-start-writers", daemon=True)
+        self._starter.start()
+
+    def _start_all(self) -> None:
+        """The server and the writers started from a thread of their own. Starting them takes the second in which
+        the server imports MLflow, and the sweep imports PyTorch meanwhile instead of waiting.
+
+        SIGTERM and SIGINT are blocked in this thread, so the server and the writers keep them blocked. SLURM,
+        `kill -- -PGID` and Ctrl-C signal every process of the job, and a server that died of it would break the
+        pool mid-write, or print its traceback while it imports. The sweep's own process decides what a signal
+        means, and the server leaves when that process has gone.
+        """
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        self._started = [self._pool.submit(_ready) for _ in range(self.size)]
+
+    @property
+    def pool(self) -> ProcessPoolExecutor:
+        """The writers, once they are being started (any process the pool adds later is forked the same way)."""
+        self._starter.join()
+        return self._pool
 
     def close(self, wait: bool = True) -> None:
-        self.pool.shutdown(wait=wait, cancel_futures=not wait)
+        """Closed when the sweep ends; at once after a signal or an error, once the writers being started have
+        started: a writer that unpacks its start after this process has gone fails, loudly, on every terminal."""
+        self._starter.join(CLOSE_SECONDS)
+        if not wait:
+            concurrent.futures.wait(self._started, timeout=CLOSE_SECONDS)
+        self._pool.shutdown(wait=wait, cancel_futures=not wait)
 
 
 _sweep: Writers | None = None  # the writers of the sweep this process runs (sweep_writers)
@@ -152,7 +173,7 @@ def sweep_writers(uri: str, points: int, here: bool) -> Iterator[None]:
     """Writers started now for a sweep of ``points`` whose jobs run ``here`` (in this process), serving each
     of its groups; closed when the sweep ends (at once, after a signal or an error)."""
     global _sweep
-    if not here or points < POOL_FROM or _cores() < 2 or _sweep is not None:
+    if not here or points < SWEEP_FROM or _cores() < 2 or _sweep is not None:
         yield
         return
     _sweep = Writers(uri)
@@ -167,6 +188,14 @@ def sweep_writers(uri: str, points: int, here: bool) -> Iterator[None]:
         _sweep = None
 
 
+def beside(uri: str, work: Callable[..., T], *args: Any) -> Future[T] | None:
+    """``work(*args)`` on a writer of the sweep running in this process, while this process goes on; None when
+    it has none for ``uri`` (the caller does the work itself)."""
+    if _sweep is None or _sweep.uri != uri:
+        return None
+    return _sweep.pool.submit(work, *args)
+
+
 class Recorder:
     """Records runs: inline, or by writer processes for a large batch (the sweep's, or its own).
 
@@ -176,13 +205,18 @@ class Recorder:
     def __init__(self, expected: int, uri: str) -> None:
         shared = _sweep if _sweep is not None and _sweep.uri == uri else None
         self.writers = None if shared else Writers(uri) if expected >= POOL_FROM and _cores() > 1 else None
-        serving = shared or self.writers
-        self.pool = serving.pool if serving is not None else None
+        self.serving = shared or self.writers
+
+    @property
+    def pool(self) -> ProcessPoolExecutor | None:
+        """The writers' pool (None: records are written here, inline)."""
+        return self.serving.pool if self.serving is not None else None
 
     def record_all(self, records: Iterable[Record], signals: Signals) -> list[PointResult | None]:
         """Each record written, in order, each handed on as it comes; after a signal, what is not written yet
         is None, and records not taken yet are left out (the caller closes both)."""
-        if self.pool is None:
+        pool = self.pool
+        if pool is None:
             out: list[PointResult | None] = []
             for rec in records:
                 if signals.received is not None:
@@ -193,7 +227,7 @@ class Recorder:
         for rec in records:
             if signals.received is not None:
                 break
-            futures.append(self.pool.submit(record, rec))
+            futures.append(pool.submit(record, rec))
         while not all(f.done() for f in futures) and signals.received is None:
             wait(futures, timeout=0.2)
         if signals.received is not None:

@@ -313,11 +313,15 @@ def metrics_of(c: Comparison) -> dict[str, float]:
     return {k: v for k, v in found.items() if math.isfinite(v)}
 
 
-def publish(store: Store, parent_run_id: str, out: Path | None = None) -> Comparison:
-    """Build the report from the store and put it on the parent: files under ``report/``, note, winner."""
+def publish(store: Store, parent_run_id: str, out: Path | None = None,
+            compared: Comparison | None = None) -> Comparison:
+    """Build the report from the store and put it on the parent: files under ``report/``, note, winner.
+
+    ``compared``: the sweep's comparison, if the caller has just read it (:func:`compare`).
+    """
     from mlflow.entities import Metric, RunTag
 
-    c = compare(store, parent_run_id)
+    c = compared if compared is not None else compare(store, parent_run_id)
     with tempfile.TemporaryDirectory() as tmp:
         target = out or Path(tmp)
         write(c, target)

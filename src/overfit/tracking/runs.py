@@ -35,7 +35,8 @@ TAG_CODE = "overfit.code"
 TAG_CHECKPOINT = "overfit.checkpoint"  # the directory a point's resume checkpoint lives in
 TAG_ATTEMPTS = "overfit.attempts"  # how many processes have trained this run (resumes + 1)
 TAG_REUSED = "overfit.reused."  # + job number, on a sweep parent → the finished run standing in for that point
-TAG_FAILURE = "failure"  # error | diverged | killed | timeout
+TAG_FAILURE = "failure"  # error | diverged | killed | timeout | store | withdrawn
+WITHDRAWN = "withdrawn"  # a claim given up: ended KILLED, then deleted, never trained (overfit.lifecycle.claim)
 TAG_REASON = "failure.reason"
 TAG_SLURM_JOB = owners.TAG_SLURM_JOB
 TAG_CLAIM = "overfit.claim."  # + a process's token, on an interrupted run: that process is taking it over
@@ -291,6 +292,8 @@ def finished(runs: list[Run], parent: str | None = None) -> Run | None:
 
 def resumable(runs: list[Run], alive: Callable[[Run], bool]) -> Run | None:
     """The newest run, if it was interrupted and its owner is gone: killed, timed out, requeued, lost its store."""
+    # A withdrawn claim (another process's, deleted the next moment) is nothing to resume: the run before it is.
+    runs = [r for r in runs if r.data.tags.get(TAG_FAILURE) != WITHDRAWN]
     if not runs:
         return None
     run = runs[0]

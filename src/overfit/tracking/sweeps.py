@@ -13,7 +13,7 @@ from overfit import paths
 from overfit.tracking import runs
 from overfit.tracking.points import Point
 from overfit.tracking.replicates import TAG_SIMPLER
-from overfit.tracking.report import Comparison, publish
+from overfit.tracking.report import Comparison, compare, publish
 from overfit.tracking.store import Store
 
 
@@ -106,12 +106,22 @@ def open_parent(store: Store, experiment_id: str, task_overrides: list[str], lau
 
 
 def close_parent(store: Store, parent_run_id: str, status: str = "FINISHED") -> Outcome:
-    """Publish the sweep's report on its parent and end the parent with ``status``."""
-    comparison = publish(store, parent_run_id)
-    if status == "FINISHED" and comparison.chosen is not None:  # the winner's LoggedModel, linked from the parent
-        from overfit.tracking.models import keep_best
+    """Publish the sweep's report on its parent and end the parent with ``status``.
 
-        keep_best(store, parent_run_id, comparison.chosen.run_id)
+    A finished sweep's winner gets its LoggedModel, linked from the parent: made by one of the sweep's writers
+    (when it has them) while this process draws and writes the report.
+    """
+    from overfit.tracking.models import keep_best, keep_best_at
+    from overfit.tracking.recorder import beside
+
+    comparison = compare(store, parent_run_id)
+    winner = comparison.chosen.run_id if status == "FINISHED" and comparison.chosen is not None else None
+    model = beside(store.uri, keep_best_at, store.uri, store.deadline, parent_run_id, winner) if winner else None
+    publish(store, parent_run_id, compared=comparison)
+    if model is not None:
+        model.result()
+    elif winner is not None:
+        keep_best(store, parent_run_id, winner)
     runs.end(store, parent_run_id, status)
     where = store.call("get_run", parent_run_id).info.artifact_uri
     return Outcome(parent_run_id, comparison.points, comparison, f"{where}/report", store.uri)
