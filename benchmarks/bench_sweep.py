@@ -14,8 +14,8 @@ The MLflow-only floor (``child_floor``) is what tracking alone costs: MLflow's p
 writing exactly what overfit writes for the sweep — a parent, and per point a run with the same
 params, tags, per-epoch metric rows, files, two images, datasets and its end — from forked
 writer processes, as fast as the client goes, with no training at all. ``--series`` adds the
-vectorized sweep at 48, 180 and 720 points (the slope is the cost of one more point) and a
-12-point sweep against ``import mlflow, torch, lightning``; ``--large`` a 10,080-point one (12 orders × 35 λ
+vectorized sweep at 12, 48, 180 and 720 points run as the ``overfit`` command itself (the slope is
+the cost of one more point; 12 points are set against ``import mlflow, torch, lightning``); ``--large`` a 10,080-point one (12 orders × 35 λ
 × 24 lr), its minutes and the peak memory of the sweep's process.
 """
 
@@ -237,13 +237,27 @@ def run_child(way: str, orders: int, device: str, points: int = 180) -> dict[str
     return {**json.loads(lines[-1]), "wall": wall}
 
 
+def run_command(orders: int, device: str, points: int) -> float:
+    """The vectorized sweep as a user types it (``python -m overfit train -m ...``): its seconds, end to end."""
+    root = Path(tempfile.mkdtemp(prefix="overfit-bench-sweep-"))
+    env = {**os.environ, "OVERFIT_ROOT": str(root)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "overfit", *sweep_args(orders, True, device, points)], cwd=REPO,
+                         env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - start
+    if f"{points} points" not in out.stdout:
+        raise RuntimeError(f"the {points}-point sweep failed:\n{out.stderr[-3000:]}")
+    return wall
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--orders", type=int, default=12)
     parser.add_argument("--child", choices=("vectorized", "one-at-a-time", "plain", "floor", "imports"))
     parser.add_argument("--points", type=int, default=180, choices=sorted(SIZES))
-    parser.add_argument("--series", action="store_true", help="also 48 / 720 points and a 12-point sweep")
+    parser.add_argument("--series", action="store_true", help="also the overfit command at 12 / 48 / 180 / 720 points")
     parser.add_argument("--large", action="store_true", help="also a 10,080-point sweep: its minutes and memory")
     args = parser.parse_args()
     if args.child:
@@ -282,20 +296,19 @@ def main() -> None:
               f"peak memory of the sweep's process {large['peak_mib']:.0f} MiB")
     if not args.series:
         return
-    series = {n: run_child("vectorized", args.orders, args.device, n) for n in (48, 720, 12)}
-    series[180] = vec
+    series = {n: run_command(args.orders, args.device, n) for n in (12, 48, 180, 720)}  # the command itself
     floor_720 = run_child("floor", args.orders, args.device, 720)
     for n in (12, 48, 180, 720):
-        print(f"vectorized, {n:4d} points: {series[n]['wall']:6.1f} s end to end")
-    slope = (series[720]["wall"] - series[180]["wall"]) / (720 - 180)
+        print(f"vectorized (the overfit command), {n:4d} points: {series[n]:6.1f} s end to end")
+    slope = (series[720] - series[180]) / (720 - 180)
     floor_slope = (floor_720["wall"] - floor["wall"]) / (720 - 180)
     print(f"each extra point (180 → 720): {1000 * slope:.0f} ms; a 10,000-point study ≈ "
-          f"{(series[180]['wall'] + slope * (10_000 - 180)) / 60:.1f} min")
+          f"{(series[180] + slope * (10_000 - 180)) / 60:.1f} min")
     print(f"the MLflow-only floor: 720 points {floor_720['wall']:.1f} s, each extra point {1000 * floor_slope:.0f} ms; "
           f"overfit's extra point is {slope / floor_slope:.2f}× the floor's")
     imports = results["imports"]
-    print(f"12-point sweep vs `import mlflow, torch, lightning`: {series[12]['wall'] / imports['wall']:.2f}× "
-          f"({series[12]['wall']:.1f} s vs {imports['wall']:.1f} s)")
+    print(f"12-point sweep vs `import mlflow, torch, lightning`: {series[12] / imports['wall']:.2f}× "
+          f"({series[12]:.1f} s vs {imports['wall']:.1f} s)")
 
 
 if __name__ == "__main__":
