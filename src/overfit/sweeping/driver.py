@@ -203,13 +203,12 @@ def open_sweep(config: DictConfig, task_args: list[str], jobs: list[DictConfig],
 
     for job in jobs:  # what will train: every point checked before the parent exists
         check_groups(job)
+    store = store_for(jobs[0].tracking.uri, jobs[0].tracking.retry_seconds)  # not opened yet: no client
     if resources is not None:
-        uri = store_for(jobs[0].tracking.uri).uri
-        resources.enter_context(sweep_writers(uri, len(jobs), launcher == "basic"))
+        resources.enter_context(sweep_writers(store.uri, len(jobs), launcher == "basic"))
     if launcher in LOCAL_LAUNCHERS:  # the jobs run on this machine: it must have what they ask for
         for trainer in {OmegaConf.to_yaml(job.trainer): job.trainer for job in jobs}.values():
             check_machine(trainer)
-    store = store_for(jobs[0].tracking.uri, jobs[0].tracking.retry_seconds)
     experiment_id = store.experiment(jobs[0].experiment_name)
     if session.scheduled:  # its points reuse finished runs one by one, in their jobs
         runs.reopen(store, store.call("get_run", session.scheduled))
